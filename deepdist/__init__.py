@@ -1,0 +1,7 @@
+"""deepdist: distributed asynchronous SGD over Spark, with a sharded ZeroMQ parameter server."""
+from .client import Client
+from .errors import DeepDistError, RequestError, ShardDied, ShardTimeout
+from .server import ParameterServer
+
+__all__ = ["Client", "DeepDistError", "ParameterServer", "RequestError", "ShardDied", "ShardTimeout"]
+__version__ = "0.1.0"

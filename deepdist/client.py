@@ -1,0 +1,242 @@
+"""The client: push updates to and pull parameters from the shards of a ParameterServer.
+
+One DEALER socket per shard. A push is cut by owner and sent to every shard it concerns before waiting for
+anything, so shards work concurrently, and it returns without waiting for the acknowledgements (up to
+``window`` unacknowledged pushes per shard); ``flush``, ``pull`` and ``close`` collect them and raise the first
+error any earlier push met. Arrays go out as raw zero-copy frames: an array given to ``push`` must not be
+modified until the next ``flush``, ``pull`` or ``close`` returns, as with ``zmq.Socket.send(copy=False)``.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import struct
+import time
+
+import numpy as np
+import zmq
+
+from . import kernels, protocol as P
+from .errors import RequestError, ShardTimeout
+from .sharding import split_by_owner
+
+
+class Client:
+    """Talks to every shard of the server at ``address`` (a ``ps.address``); usable from any process.
+
+    timeout: seconds to wait for any one reply or send before raising ShardTimeout.
+    window: unacknowledged pushes allowed per shard before ``push`` waits for acknowledgements.
+    sparsify: send a dense delta as sparse rows when that is fewer bytes (most rows zero).
+    """
+
+    def __init__(self, address, timeout: float = 60.0, window: int = 32, sparsify: bool = True):
+        self.address = address
+        self.specs = {spec.name: spec for spec in address.params}
+        self.index = {spec.name: i for i, spec in enumerate(address.params)}
+        self.timeout = timeout
+        self.window = window
+        self.sparsify = sparsify
+        self.client_id = struct.unpack("<Q", os.urandom(8))[0] or 1
+        self.seq = 0
+        self.context = zmq.Context()
+        self.sockets = []
+        for endpoint in address.endpoints:
+            socket = self.context.socket(zmq.DEALER)
+            socket.linger = 0
+            socket.sndtimeo = int(timeout * 1000)
+            socket.connect(endpoint)
+            self.sockets.append(socket)
+        self.pending = [collections.deque() for _ in self.sockets]  # (seq, op) sent and not yet answered
+        self.failures = []  # rejected pushes, raised at the next flush, pull or close
+
+    # -- public API ----------------------------------------------------------------------------------------
+    def push(self, update: dict, scale: float = 1.0) -> None:
+        """Add ``scale * update`` to the parameters: ``{name: dense delta}`` or ``{name: (rows, values)}``."""
+        if not np.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
+        per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
+        for name, value in update.items():
+            spec = self.spec(name)
+            if isinstance(value, tuple):
+                self.cut_rows(spec, *self.check_rows(spec, *value), per_shard)
+            else:
+                self.cut_dense(spec, self.check_values(spec, value, spec.shape, f"update of '{name}'"), per_shard)
+        self.request(P.OP_PUSH, per_shard, scale)
+
+    def flush(self) -> None:
+        """Return once every earlier push is applied; raise the first error any of them met."""
+        for shard, pending in enumerate(self.pending):
+            pushes = [seq for seq, op in pending if op == P.OP_PUSH]
+            if pushes:
+                self.await_reply(shard, pushes[-1])
+        self.raise_failures()
+
+    def pull(self, names=None, rows=None) -> dict:
+        """Private copies of the named parameters (all by default), or of their rows ``rows`` only."""
+        self.flush()
+        names = list(self.specs) if names is None else [names] if isinstance(names, str) else list(names)
+        per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
+        targets = collections.defaultdict(list)    # shard -> [where each returned frame goes]
+        out = {}
+        for name in names:
+            spec = self.spec(name)
+            code = P.DTYPE_CODES[np.dtype(spec.dtype)]
+            if rows is None:
+                out[name] = np.empty(spec.shape, spec.dtype)
+                flat = out[name].reshape(spec.n_rows, -1)
+                for shard, lo, hi in spec.ranges:
+                    per_shard[shard].append((P.Item(self.index[name], P.KIND_DENSE, code, hi - lo), []))
+                    targets[shard].append((flat, slice(lo, hi), hi - lo))
+            else:
+                wanted = self.check_row_indices(spec, rows)
+                out[name] = np.empty((len(wanted),) + spec.row_shape, spec.dtype)
+                flat = out[name].reshape(len(wanted), -1)
+                for shard, selector in split_by_owner(spec, wanted):
+                    part = wanted[selector]
+                    per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
+                    targets[shard].append((flat, selector, len(part)))
+        seq = self.request(P.OP_PULL, per_shard)
+        for shard in per_shard:
+            for (flat, selector, n_rows), frame in zip(targets[shard], self.await_reply(shard, seq)):
+                flat[selector] = np.frombuffer(frame.buffer, flat.dtype).reshape(n_rows, flat.shape[1])
+        return out
+
+    def stats(self) -> list:
+        """Per shard: pushes, pulls, bytes in and out, errors (by code), duplicates, clients seen."""
+        seq = self.request(P.OP_STATS, {shard: [] for shard in range(len(self.sockets))})
+        return [json.loads(bytes(self.await_reply(shard, seq)[0].buffer)) for shard in range(len(self.sockets))]
+
+    def close(self) -> None:
+        """Flush, then close the sockets; raises what ``flush`` raises (the sockets are closed regardless)."""
+        if self.context is None:
+            return
+        try:
+            self.flush()
+        finally:
+            for socket in self.sockets:
+                socket.close(linger=0)
+            self.context.term()
+            self.context = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- checking the caller's arrays (before anything is sent) --------------------------------------------
+    def spec(self, name):
+        try:
+            return self.specs[name]
+        except KeyError:
+            raise KeyError(f"unknown parameter {name!r}; this server has {sorted(self.specs)}") from None
+
+    @staticmethod
+    def check_values(spec, values, shape, what) -> np.ndarray:
+        if not isinstance(values, np.ndarray):
+            raise TypeError(f"{what}: expected a numpy array, got {type(values).__name__}")
+        if values.dtype != np.dtype(spec.dtype):
+            raise TypeError(f"{what}: dtype {values.dtype}, parameter '{spec.name}' is {np.dtype(spec.dtype)}")
+        if values.shape != tuple(shape):
+            raise ValueError(f"{what}: shape {values.shape}, expected {tuple(shape)}")
+        return np.ascontiguousarray(values)
+
+    def check_row_indices(self, spec, rows) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or not (rows.dtype.kind in "iu" or rows.size == 0):
+            raise TypeError(f"rows for '{spec.name}' must be a 1-D integer array, got {rows.dtype} {rows.shape}")
+        rows = rows.astype(P.ROW_DTYPE, copy=False)
+        if rows.size and (rows.min() < 0 or rows.max() >= spec.n_rows):
+            raise IndexError(f"rows for '{spec.name}' must be in [0, {spec.n_rows}), got "
+                             f"[{rows.min()}, {rows.max()}]")
+        return np.ascontiguousarray(rows)
+
+    def check_rows(self, spec, rows, values):
+        rows = self.check_row_indices(spec, rows)
+        values = self.check_values(spec, values, (len(rows),) + spec.row_shape, f"values for '{spec.name}'")
+        return rows, values
+
+    # -- cutting an update by owner ------------------------------------------------------------------------
+    def cut_dense(self, spec, delta, per_shard) -> None:
+        dtype_code = P.DTYPE_CODES[delta.dtype]
+        flat = delta.reshape(spec.n_rows, -1)
+        for shard, lo, hi in spec.ranges:
+            part = flat[lo:hi]
+            if self.sparsify:
+                nonzero = kernels.nonzero_rows(part)
+                # Rows cost their values plus an 8-byte index: cheaper once most rows are zero.
+                if len(nonzero) * (part.shape[1] * part.itemsize + 8) < part.nbytes:
+                    if len(nonzero):
+                        values = np.empty((len(nonzero), part.shape[1]), part.dtype)
+                        kernels.gather(part, nonzero, values)
+                        per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_ROWS, dtype_code,
+                                                        len(nonzero)), [nonzero + lo, values]))
+                    continue
+            per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_DENSE, dtype_code, hi - lo), [part]))
+
+    def cut_rows(self, spec, rows, values, per_shard) -> None:
+        dtype_code = P.DTYPE_CODES[values.dtype]
+        flat = values.reshape(len(rows), -1)
+        for shard, selector in split_by_owner(spec, rows):
+            part_rows, part_values = rows[selector], flat[selector]
+            per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_ROWS, dtype_code, len(part_rows)),
+                                     [part_rows, part_values]))
+
+    # -- the wire ------------------------------------------------------------------------------------------
+    def request(self, op: int, per_shard: dict, scale: float = 1.0) -> int:
+        """Send one request to each shard in ``per_shard`` (all of them before waiting on any); its seq."""
+        self.seq += 1
+        limit = self.address.max_message_bytes
+        for shard, parts in per_shard.items():
+            frames = [P.encode_request(op, self.address.server_id, self.client_id, self.seq,
+                                       [item for item, _ in parts], scale)]
+            frames += [frame for _, data in parts for frame in data]
+            too_big = [memoryview(frame).nbytes for frame in frames if memoryview(frame).nbytes > limit]
+            if too_big:
+                raise ValueError(f"a frame of {too_big[0]} bytes exceeds the server's limit of {limit} bytes: "
+                                 f"push fewer rows at a time")
+            pending = self.pending[shard]
+            while len(pending) >= self.window:
+                self.await_reply(shard, pending[0][0])
+            try:
+                self.sockets[shard].send_multipart(frames, copy=False)
+            except zmq.Again:
+                raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "accept a send") from None
+            pending.append((self.seq, op))
+        return self.seq
+
+    def await_reply(self, shard: int, seq: int) -> list:
+        """Read replies from ``shard`` in order until the one to request ``seq``; return its data frames.
+
+        Rejected pushes met on the way are kept for ``raise_failures``; a rejected pull or stats raises here.
+        """
+        socket, pending = self.sockets[shard], self.pending[shard]
+        deadline = time.monotonic() + self.timeout
+        while pending and pending[0][0] <= seq:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not socket.poll(remaining * 1000, zmq.POLLIN):
+                raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "reply")
+            frames = socket.recv_multipart(copy=False)
+            reply = P.decode_reply(frames[0].buffer)
+            if reply.seq != pending[0][0]:
+                raise P.ProtocolError(P.ERR_MALFORMED, f"shard {shard} answered request {reply.seq}, "
+                                                       f"expected {pending[0][0]}")
+            pending.popleft()
+            if reply.status == P.STATUS_ERROR:
+                message = bytes(frames[1].buffer).decode(errors="replace") if len(frames) > 1 else ""
+                error = (shard, P.ERRORS.get(reply.error, str(reply.error)), message)
+                if reply.op == P.OP_PUSH:
+                    self.failures.append(error)
+                else:
+                    self.raise_failures(error)
+            elif reply.seq == seq:
+                return frames[1:]
+        return []
+
+    def raise_failures(self, first=None) -> None:
+        failures = ([first] if first else []) + self.failures
+        self.failures = []
+        if failures:
+            shard, code, message = failures[0]
+            raise RequestError(shard, self.address.endpoints[shard], code, message, others=failures[1:])

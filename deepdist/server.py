@@ -1,0 +1,218 @@
+"""ParameterServer: owns the shared-memory parameters and starts, watches and stops the shard processes.
+
+Shards are started as ``python -m deepdist.shard`` rather than with multiprocessing: spawning through
+multiprocessing re-imports the caller's ``__main__``, which re-runs any driver script that lacks a
+``__main__`` guard (most Spark jobs). A shard's standard input is its lifeline: closing it asks the shard to
+stop, and a shard whose server dies sees end of file and exits.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import shm
+from .errors import ShardDied
+from .sharding import ServerAddress, owned, plan
+
+log = logging.getLogger("deepdist.server")
+
+WATCH_INTERVAL = 0.2      # seconds between checks that every shard is alive
+MIN_MESSAGE_LIMIT = 256 << 20  # bytes: the per-frame limit is at least this, or twice the largest parameter
+
+
+class ParameterServer:
+    """Serve ``params`` (``{name: float32 or float64 array}``) from ``shards`` processes.
+
+    host: the address shards bind to ('0.0.0.0' for every interface).
+    port: 0 for free ports, else shard i binds ``port + i``.
+    advertise: the host clients should dial (default: ``host``, or this machine's name if host is a wildcard).
+    start_timeout, stop_timeout: seconds allowed for shards to come up and to exit.
+    check_finite: reject pushes holding NaN or infinity (one extra read of each update).
+
+    Inside the ``with`` block ``ps.params[name]`` is a live, zero-copy view of the master parameter. After it,
+    the final values are copied back into the arrays given (or, for read-only ones, replace them in
+    ``params``), ``ps.params`` holds those private arrays, and no shared memory is left behind.
+    """
+
+    def __init__(self, params, shards: int = 2, host: str = "127.0.0.1", port: int = 0, advertise=None,
+                 start_timeout: float = 30.0, stop_timeout: float = 10.0, check_finite: bool = True):
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        for name, array in params.items():
+            check_param(name, array)
+        self.given = params
+        self.n_shards = shards
+        self.host, self.port = host, port
+        self.advertise = advertise or (socket.getfqdn() if host in ("0.0.0.0", "*", "::") else host)
+        self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
+        self.check_finite = check_finite
+        self.specs = plan(params, shards)
+        self.params = dict(params)
+        self.address = None
+        self.segments, self.processes = {}, []
+        self.dead = {}  # shard index -> exit code, for shards that exited while serving
+        self.stopping = threading.Event()
+        self.watcher = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stop(raise_dead=exc_type is None)
+
+    def start(self) -> "ParameterServer":
+        try:
+            self.segments = {name: shm.create(np.ascontiguousarray(array), tag=str(i))
+                             for i, (name, array) in enumerate(self.given.items())}
+            self.params = {name: segment.array for name, segment in self.segments.items()}
+            server_id = secrets.randbits(64) or 1
+            largest = max((array.nbytes for array in self.given.values()), default=0)
+            limit = max(MIN_MESSAGE_LIMIT, 2 * largest + (1 << 20))
+            for index in range(self.n_shards):
+                self.start_shard(index, server_id, limit)
+            endpoints = [self.wait_ready(index, process) for index, process in enumerate(self.processes)]
+        except BaseException:
+            self.stop(raise_dead=False)
+            raise
+        self.address = ServerAddress(tuple(endpoints), server_id, tuple(self.specs.values()), limit)
+        self.watcher = threading.Thread(target=self.watch, name="deepdist-shard-watcher", daemon=True)
+        self.watcher.start()
+        return self
+
+    def start_shard(self, index: int, server_id: int, limit: int) -> None:
+        ranges = owned(self.specs, index)
+        config = {
+            "shard": index, "server_id": server_id, "host": self.host,
+            "port": self.port + index if self.port else 0, "check_finite": self.check_finite,
+            "max_message_bytes": limit,
+            "params": [{"name": name, "segment": segment.name, "dtype": segment.array.dtype.str,
+                        "shape": list(segment.array.shape),
+                        "lo": ranges.get(name, (None, None))[0], "hi": ranges.get(name, (None, None))[1]}
+                       for name, segment in self.segments.items()],
+        }
+        process = subprocess.Popen([sys.executable, "-m", "deepdist.shard"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, env=shard_environment())
+        self.processes.append(process)
+        process.stdin.write(json.dumps(config).encode() + b"\n")
+        process.stdin.flush()
+
+    def wait_ready(self, index: int, process: subprocess.Popen) -> str:
+        """The endpoint clients should dial, once the shard has bound its socket."""
+        deadline = time.monotonic() + self.start_timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ShardDied(f"shard {index} (pid {process.pid}) did not start within "
+                                    f"{self.start_timeout:g} s")
+                if selector.select(remaining):
+                    line = process.stdout.readline().decode().strip()
+                    if line.startswith("READY "):
+                        port = line.rsplit(":", 1)[1]
+                        return f"tcp://{self.advertise}:{port}"
+                    if not line:
+                        raise ShardDied(f"shard {index} exited with code {process.wait(self.stop_timeout)} "
+                                        f"before it was ready (see its error above)")
+
+    def watch(self) -> None:
+        """Report a shard that dies while serving as soon as it happens (its clients only see timeouts)."""
+        while not self.stopping.wait(WATCH_INTERVAL):
+            self.find_dead()
+
+    def find_dead(self) -> dict:
+        for index, process in enumerate(self.processes):
+            code = process.poll()
+            if code is not None and index not in self.dead and not self.stopping.is_set():
+                self.dead[index] = code
+                log.error("deepdist shard %d (pid %d) died with %s", index, process.pid, describe_exit(code))
+        return self.dead
+
+    def check(self) -> None:
+        """Raise ShardDied if any shard has died."""
+        if self.find_dead():
+            raise ShardDied("; ".join(f"shard {index} died with {describe_exit(code)}"
+                                      for index, code in sorted(self.dead.items())))
+
+    def stop(self, raise_dead: bool = True) -> None:
+        """Stop the shards, hand the final values back, unlink shared memory; then raise ShardDied if a shard
+        had died (unless ``raise_dead`` is false, as when an exception is already on its way)."""
+        if self.stopping.is_set():
+            return
+        self.find_dead()
+        self.stopping.set()
+        if self.watcher is not None:
+            self.watcher.join(2 * WATCH_INTERVAL)
+        try:
+            self.stop_shards()
+        finally:
+            self.release()
+        if raise_dead:
+            self.check()
+
+    def stop_shards(self) -> None:
+        for process in self.processes:
+            if process.stdin and not process.stdin.closed:
+                try:
+                    process.stdin.close()
+                except BrokenPipeError:
+                    pass
+        deadline = time.monotonic() + self.stop_timeout
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("deepdist shard pid %d did not stop within %g s; killing it",
+                            process.pid, self.stop_timeout)
+                process.kill()
+                process.wait(self.stop_timeout)
+            if process.stdout:
+                process.stdout.close()
+
+    def release(self) -> None:
+        """Copy the final values into the caller's arrays and unlink every segment."""
+        for name, segment in self.segments.items():
+            final, given = segment.array, self.given[name]
+            if given.flags.writeable:
+                np.copyto(given, final)
+            else:
+                self.given[name] = final.copy()
+            self.params[name] = self.given[name]
+            segment.unlink()
+            segment.close()
+        self.segments = {}
+
+
+def check_param(name, array) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"parameter names must be strings, got {name!r}")
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"parameter '{name}' must be a numpy array, got {type(array).__name__}")
+    if array.dtype not in (np.dtype("<f4"), np.dtype("<f8")):
+        raise TypeError(f"parameter '{name}' is {array.dtype}; deepdist serves float32 and float64")
+    if array.ndim < 1 or array.shape[0] < 1:
+        raise ValueError(f"parameter '{name}' has shape {array.shape}; it needs at least one row")
+
+
+def describe_exit(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def shard_environment() -> dict:
+    """The shard's environment: ours, with this deepdist importable even when it is not installed."""
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env

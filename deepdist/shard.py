@@ -1,0 +1,221 @@
+"""One shard: a process with a ZeroMQ ROUTER socket that owns a row range of every parameter.
+
+Started by ``deepdist.server`` as ``python -m deepdist.shard``; it reads its configuration as one JSON line on
+standard input, binds, prints ``READY <endpoint>`` and serves until standard input reaches end of file (the
+server closes it, or the server died). A shard validates a whole request before it writes anything, then
+applies pushes in place on the shared-memory arrays with the kernels of ``deepdist.kernels``, reading straight
+from the received frames. Each row has one owner and a shard handles one request at a time, so no locks.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from . import kernels, protocol as P, shm
+
+log = logging.getLogger("deepdist.shard")
+
+POLL_MS = 1000  # how long the loop sleeps in poll before it looks at its control pipe again
+
+
+@dataclass
+class Owned:
+    """A parameter as this shard sees it: the whole array as (rows, row_size) and the rows it owns."""
+    name: str
+    array: np.ndarray
+    dtype_code: int
+    lo: int
+    hi: int
+
+
+class Shard:
+    def __init__(self, config: dict):
+        self.index = config["shard"]
+        self.server_id = config["server_id"]
+        self.check_finite = config.get("check_finite", True)
+        self.segments, self.params = [], []
+        for p in config["params"]:
+            if p["lo"] is None:  # this shard owns none of its rows
+                self.params.append(None)
+                continue
+            segment = shm.attach(p["segment"], p["dtype"], p["shape"])
+            self.segments.append(segment)
+            array = segment.array.reshape(p["shape"][0], -1)
+            self.params.append(Owned(p["name"], array, P.DTYPE_CODES[array.dtype], p["lo"], p["hi"]))
+        self.last_seq = {}  # client_id -> highest push seq applied: how a retried push is recognised
+        self.counters = collections.Counter()
+        self.errors_by_code = collections.Counter()
+
+    # -- requests ------------------------------------------------------------------------------------------
+    def handle(self, frames: list) -> list:
+        """Reply frames for one request (the frames after the ROUTER identity). Never raises."""
+        header = frames[0].buffer if frames else b""
+        data = frames[1:]
+        self.counters["bytes_in"] += sum(len(f) for f in frames)
+        try:
+            request = P.decode_request(header, len(data))
+            if request.server_id != self.server_id:
+                raise P.ProtocolError(P.ERR_SERVER, f"request for server {request.server_id:016x}, this shard "
+                                                    f"serves {self.server_id:016x} (stale address?)")
+            if request.op == P.OP_PUSH:
+                reply = self.push(request, data)
+            elif request.op == P.OP_PULL:
+                reply = self.pull(request, data)
+            else:
+                reply = self.stats(request)
+        except P.ProtocolError as error:
+            reply = self.error(header, error)
+        except Exception as error:  # a bug, not bad input: say so, keep serving
+            log.exception("shard %d failed on a request", self.index)
+            reply = self.error(header, P.ProtocolError(P.ERR_INTERNAL, f"{type(error).__name__}: {error}"))
+        self.counters["bytes_out"] += sum(len(f) if isinstance(f, bytes) else f.nbytes for f in reply)
+        return reply
+
+    def error(self, header, error: P.ProtocolError) -> list:
+        op, seq = P.peek(header)
+        self.counters["errors"] += 1
+        self.errors_by_code[P.ERRORS.get(error.code, str(error.code))] += 1
+        log.warning("shard %d rejected a request: %s", self.index, error)
+        return [P.encode_reply(op, P.STATUS_ERROR, seq, error=error.code), str(error).encode()]
+
+    def push(self, request: P.Request, data: list) -> list:
+        if not math.isfinite(request.scale):
+            raise P.ProtocolError(P.ERR_NONFINITE, f"scale is {request.scale}")
+        # Validate every item before applying any: a rejected request writes nothing.
+        updates, frames = [], iter(data)
+        for item in request.items:
+            param = self.param(item)
+            if item.kind == P.KIND_DENSE:
+                if item.n_rows != param.hi - param.lo:
+                    raise P.ProtocolError(P.ERR_SHAPE, f"dense update of '{param.name}' has {item.n_rows} "
+                                                       f"rows, this shard owns {param.hi - param.lo}")
+                values = self.values(param, next(frames), item.n_rows)
+                updates.append((param, None, values))
+            else:
+                rows = self.rows(param, next(frames), item.n_rows)
+                updates.append((param, rows, self.values(param, next(frames), item.n_rows)))
+        if request.client_id and request.seq <= self.last_seq.get(request.client_id, 0):
+            self.counters["duplicates"] += 1
+            return [P.encode_reply(P.OP_PUSH, P.STATUS_DUPLICATE, request.seq)]
+        for param, rows, values in updates:
+            if rows is None:
+                kernels.axpy(param.array[param.lo:param.hi].reshape(-1), values.reshape(-1), request.scale)
+            else:
+                kernels.scatter_add(param.array, rows, values, request.scale)
+        if request.client_id:
+            self.last_seq[request.client_id] = request.seq
+        self.counters["pushes"] += 1
+        return [P.encode_reply(P.OP_PUSH, P.STATUS_OK, request.seq)]
+
+    def pull(self, request: P.Request, data: list) -> list:
+        frames, out = iter(data), []
+        for item in request.items:
+            param = self.param(item)
+            if item.kind == P.KIND_DENSE:
+                # A copy, not a view of shared memory: zmq sends from its I/O thread after send() returns,
+                # and pushes applied meanwhile would tear the rows on the wire.
+                out.append(param.array[param.lo:param.hi].copy())
+            else:
+                rows = self.rows(param, next(frames), item.n_rows)
+                values = np.empty((len(rows), param.array.shape[1]), param.array.dtype)
+                kernels.gather(param.array, rows, values)
+                out.append(values)
+        self.counters["pulls"] += 1
+        return [P.encode_reply(P.OP_PULL, P.STATUS_OK, request.seq, n_items=len(out))] + out
+
+    def stats(self, request: P.Request) -> list:
+        report = dict(self.counters, shard=self.index, clients=len(self.last_seq),
+                      errors_by_code=dict(self.errors_by_code))
+        for key in ("pushes", "pulls", "errors", "duplicates", "bytes_in", "bytes_out"):
+            report.setdefault(key, 0)
+        return [P.encode_reply(P.OP_STATS, P.STATUS_OK, request.seq, n_items=1), json.dumps(report).encode()]
+
+    # -- validation ----------------------------------------------------------------------------------------
+    def param(self, item: P.Item) -> Owned:
+        if item.param >= len(self.params):
+            raise P.ProtocolError(P.ERR_PARAM, f"unknown parameter index {item.param}; this server has "
+                                               f"{len(self.params)} parameters")
+        param = self.params[item.param]
+        if param is None:
+            raise P.ProtocolError(P.ERR_PARAM, f"parameter index {item.param} has no rows on shard {self.index}")
+        if item.dtype != param.dtype_code:
+            raise P.ProtocolError(P.ERR_DTYPE, f"'{param.name}' is {param.array.dtype}, the request says "
+                                               f"{P.DTYPES.get(item.dtype, f'dtype code {item.dtype}')}")
+        return param
+
+    def rows(self, param: Owned, frame, n_rows: int) -> np.ndarray:
+        if len(frame) != n_rows * P.ROW_DTYPE.itemsize:
+            raise P.ProtocolError(P.ERR_MALFORMED, f"row index frame of '{param.name}' is {len(frame)} bytes, "
+                                                   f"{n_rows} int64 rows need {n_rows * P.ROW_DTYPE.itemsize}")
+        rows = np.frombuffer(frame.buffer, P.ROW_DTYPE)
+        if n_rows and (rows.min() < param.lo or rows.max() >= param.hi):
+            bad = rows[(rows < param.lo) | (rows >= param.hi)][0]
+            raise P.ProtocolError(P.ERR_ROWS, f"row {bad} of '{param.name}' is outside the rows "
+                                              f"[{param.lo}, {param.hi}) that shard {self.index} owns")
+        return rows
+
+    def values(self, param: Owned, frame, n_rows: int) -> np.ndarray:
+        row_size, itemsize = param.array.shape[1], param.array.itemsize
+        expected = n_rows * row_size * itemsize
+        if len(frame) != expected:
+            raise P.ProtocolError(P.ERR_SHAPE, f"values frame of '{param.name}' is {len(frame)} bytes, "
+                                               f"{n_rows} rows of {row_size} {param.array.dtype} need {expected}")
+        values = np.frombuffer(frame.buffer, param.array.dtype).reshape(n_rows, row_size)
+        if self.check_finite and not kernels.all_finite(values.reshape(-1)):
+            raise P.ProtocolError(P.ERR_NONFINITE, f"values for '{param.name}' contain NaN or infinity")
+        return values
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def serve(self, socket: zmq.Socket, control_fd: int) -> None:
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(control_fd, zmq.POLLIN)
+        while True:
+            events = dict(poller.poll(POLL_MS))
+            if control_fd in events and not os.read(control_fd, 4096):
+                return  # end of file: the server asked us to stop, or it is gone
+            if socket in events:
+                while True:  # drain what is queued before polling again
+                    try:
+                        frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    socket.send_multipart([frames[0]] + self.handle(frames[1:]), copy=False)
+
+    def close(self) -> None:
+        self.params = []
+        for segment in self.segments:
+            segment.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = json.loads(sys.stdin.readline())
+    shard = Shard(config)
+    context = zmq.Context()
+    socket = context.socket(zmq.ROUTER)
+    socket.linger = 0
+    if config.get("max_message_bytes"):
+        socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"])
+    port = config.get("port") or "*"
+    socket.bind(f"tcp://{config['host']}:{port}")
+    endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    print(f"READY {endpoint}", flush=True)
+    try:
+        shard.serve(socket, sys.stdin.fileno())
+    finally:
+        socket.close()
+        context.term()
+        shard.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Which shard owns which rows: pure functions shared by the server (to start shards) and the client.
+
+Every parameter is cut along its first axis into contiguous row ranges, one per shard, so that each row has
+exactly one owner and a shard can apply updates without locks. A parameter too small to be worth cutting
+lives whole on one shard; small parameters are dealt round-robin so that they do not all land on shard 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# A parameter smaller than this is not cut: splitting it would only add a message per push.
+WHOLE_BELOW_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a client needs to know of a parameter: its name, dtype, shape and who owns which rows."""
+    name: str
+    dtype: str                 # numpy dtype string, '<f4' or '<f8'
+    shape: tuple
+    ranges: tuple              # ((shard, lo, hi), ...) sorted by lo, covering [0, shape[0])
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def row_shape(self) -> tuple:
+        return self.shape[1:]
+
+    @property
+    def row_size(self) -> int:
+        """Elements in one row (1 for a 1-D parameter)."""
+        return int(np.prod(self.shape[1:], dtype=np.int64))
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """The upper row bound of every range, for np.searchsorted."""
+        return np.array([hi for _, _, hi in self.ranges], dtype=np.int64)
+
+
+def split_rows(n_rows: int, n_shards: int) -> list:
+    """Cut [0, n_rows) into n_shards contiguous ranges whose sizes differ by at most one; empty ranges dropped."""
+    base, extra = divmod(n_rows, n_shards)
+    ranges, lo = [], 0
+    for shard in range(n_shards):
+        hi = lo + base + (shard < extra)
+        if hi > lo:
+            ranges.append((shard, lo, hi))
+        lo = hi
+    return ranges
+
+
+def plan(arrays: dict, n_shards: int) -> dict:
+    """Place every array of ``{name: ndarray}`` on ``n_shards`` shards; returns ``{name: ParamSpec}``."""
+    specs, next_whole = {}, 0
+    for name, array in arrays.items():
+        if array.nbytes < WHOLE_BELOW_BYTES or array.shape[0] < n_shards:
+            ranges = [(next_whole % n_shards, 0, array.shape[0])]
+            next_whole += 1
+        else:
+            ranges = split_rows(array.shape[0], n_shards)
+        specs[name] = ParamSpec(name, array.dtype.str, tuple(array.shape), tuple(ranges))
+    return specs
+
+
+def owned(specs: dict, shard: int) -> dict:
+    """``{name: (lo, hi)}`` of the rows ``shard`` owns, for the parameters it owns any of."""
+    return {name: (lo, hi) for name, spec in specs.items()
+            for owner, lo, hi in spec.ranges if owner == shard}
+
+
+def split_by_owner(spec: ParamSpec, rows: np.ndarray):
+    """Group sparse row indices by owner: yields ``(shard, selector)`` where selector picks that shard's rows.
+
+    ``selector`` is a slice when every row has one owner (no copy is needed), else an index array.
+    """
+    if len(spec.ranges) == 1:
+        yield spec.ranges[0][0], slice(None)
+        return
+    owner = np.searchsorted(spec.bounds, rows, side="right")
+    for position, (shard, _, _) in enumerate(spec.ranges):
+        selector = np.flatnonzero(owner == position)
+        if len(selector):
+            yield shard, selector
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """All a client needs to reach a server: small, picklable, safe to broadcast to Spark executors."""
+    endpoints: tuple           # one ZeroMQ endpoint per shard, as clients should dial it
+    server_id: int             # random per server; shards reject requests carrying another
+    params: tuple              # ParamSpec per parameter, in wire index order
+    max_message_bytes: int     # the largest frame a shard accepts

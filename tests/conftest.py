@@ -1,0 +1,59 @@
+"""Fixtures that start real shard processes and real sockets, and clean them up even when a test fails."""
+import pytest
+import zmq
+
+from deepdist import ParameterServer, shm
+
+RECV_TIMEOUT = 10.0  # seconds: no test waits longer than this for one reply
+
+
+@pytest.fixture
+def no_leftover_shm():
+    """Fails the test if it leaves deepdist shared-memory segments behind."""
+    before = set(shm.leftover())
+    yield
+    left = set(shm.leftover()) - before
+    assert not left, f"shared memory left behind: {sorted(left)}"
+
+
+@pytest.fixture
+def start_server(no_leftover_shm):
+    """``start_server(params, **kwargs)`` -> a started ParameterServer, stopped at teardown whatever happens."""
+    servers = []
+
+    def start(params, **kwargs):
+        kwargs.setdefault("stop_timeout", 5.0)
+        server = ParameterServer(params, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(raise_dead=False)
+
+
+@pytest.fixture
+def zmq_socket():
+    """``zmq_socket(kind)`` -> a socket closed with linger 0 at teardown (pyzmq's own test pattern)."""
+    context = zmq.Context()
+    sockets = []
+
+    def make(kind=zmq.DEALER):
+        socket = context.socket(kind)
+        socket.linger = 0
+        sockets.append(socket)
+        return socket
+
+    yield make
+    for socket in sockets:
+        socket.close(linger=0)
+    context.term()
+
+
+@pytest.fixture
+def recv():
+    """``recv(socket)`` -> one multipart message, or an assertion error after RECV_TIMEOUT: never a hang."""
+    def receive(socket, timeout=RECV_TIMEOUT):
+        assert socket.poll(timeout * 1000, zmq.POLLIN), f"no message within {timeout} s"
+        return socket.recv_multipart()
+    return receive

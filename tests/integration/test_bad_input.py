@@ -1,0 +1,124 @@
+"""A raw ZeroMQ peer sends broken requests: each gets an error reply, nothing is written, service goes on."""
+import numpy as np
+import pytest
+import zmq
+
+from deepdist import Client
+from deepdist import protocol as P
+
+ROWS = 4096  # 128 KiB of float64 rows x 4: cut in two, shard 0 owns [0, 2048)
+F64, F32 = P.DTYPE_CODES[np.dtype("<f8")], P.DTYPE_CODES[np.dtype("<f4")]
+
+
+def request(server_id, items, frames, op=P.OP_PUSH, seq=1, scale=1.0, client_id=0):
+    return [P.encode_request(op, server_id, client_id, seq, items, scale)] + frames
+
+
+def rows_push(server_id, rows, values, **kwargs):
+    rows = np.asarray(rows, np.int64)
+    item = P.Item(0, P.KIND_ROWS, F64, len(rows))
+    return request(server_id, [item], [rows.tobytes(), np.asarray(values, np.float64).tobytes()], **kwargs)
+
+
+def bad_requests(server_id):
+    """(name, frames, expected error code, text the message must contain)."""
+    good_header = P.encode_request(P.OP_PUSH, server_id, 0, 1, [P.Item(0, P.KIND_ROWS, F64, 1)])
+    one_row = [np.array([1], np.int64).tobytes(), np.ones(4).tobytes()]
+    inf = np.ones((1, 4))
+    inf[0, 3] = np.inf
+    return [
+        ("truncated header", [good_header[:20]] + one_row, P.ERR_MALFORMED, "shorter than"),
+        ("empty message", [b""], P.ERR_MALFORMED, "shorter than"),
+        ("bad magic", [b"XX" + good_header[2:]] + one_row, P.ERR_MALFORMED, "bad magic"),
+        ("wrong version", [good_header[:2] + bytes([99]) + good_header[3:]] + one_row, P.ERR_VERSION, "version 99"),
+        ("unknown op", [good_header[:3] + bytes([77]) + good_header[4:]] + one_row, P.ERR_OP, "operation 77"),
+        ("header longer than its items", [good_header + b"\0" * 16] + one_row, P.ERR_MALFORMED, "exactly"),
+        ("missing frame", [good_header] + one_row[:1], P.ERR_MALFORMED, "1 data frames"),
+        ("extra frame", [good_header] + one_row + [b"x"], P.ERR_MALFORMED, "3 data frames"),
+        ("oversized values frame", [good_header, one_row[0], np.ones(5).tobytes()], P.ERR_SHAPE, "40 bytes, 1 rows"),
+        ("truncated index frame", [good_header, b"\1\0\0", one_row[1]], P.ERR_MALFORMED, "int64 rows"),
+        ("wrong server", rows_push(server_id ^ 1, [1], np.ones((1, 4))), P.ERR_SERVER, "stale address"),
+        ("unknown parameter", request(server_id, [P.Item(9, P.KIND_ROWS, F64, 1)], one_row), P.ERR_PARAM,
+         "unknown parameter index 9"),
+        ("unknown kind", request(server_id, [P.Item(0, 7, F64, 1)], one_row), P.ERR_OP, "item kind 7"),
+        ("wrong dtype", request(server_id, [P.Item(0, P.KIND_ROWS, F32, 1)],
+                                [one_row[0], np.ones(4, np.float32).tobytes()]), P.ERR_DTYPE, "float64"),
+        ("dense with wrong row count", request(server_id, [P.Item(0, P.KIND_DENSE, F64, 10)],
+                                                [np.ones((10, 4)).tobytes()]), P.ERR_SHAPE, "owns 2048"),
+        ("row owned by another shard", rows_push(server_id, [ROWS - 1], np.ones((1, 4))), P.ERR_ROWS,
+         f"row {ROWS - 1}"),
+        ("negative row", rows_push(server_id, [5, -3], np.ones((2, 4))), P.ERR_ROWS, "row -3"),
+        ("row past the end", rows_push(server_id, [10**12], np.ones((1, 4))), P.ERR_ROWS, "outside the rows"),
+        ("infinite value", rows_push(server_id, [1], inf), P.ERR_NONFINITE, "NaN or infinity"),
+        ("nan scale", rows_push(server_id, [1], np.ones((1, 4)), scale=float("nan")), P.ERR_NONFINITE, "scale"),
+        # The first item is valid, the second is not: the whole request must be refused, the first unwritten.
+        ("second item bad", request(server_id, [P.Item(0, P.KIND_ROWS, F64, 1), P.Item(0, P.KIND_ROWS, F64, 1)],
+                                    one_row + [np.array([4000], np.int64).tobytes(), np.ones(4).tobytes()]),
+         P.ERR_ROWS, "row 4000"),
+        ("pull of rows not owned", request(server_id, [P.Item(0, P.KIND_ROWS, F64, 1)],
+                                           [np.array([3000], np.int64).tobytes()], op=P.OP_PULL),
+         P.ERR_ROWS, "row 3000"),
+    ]
+
+
+def test_each_bad_request_gets_an_error_and_writes_nothing(start_server, zmq_socket, recv):
+    params = {"w": np.zeros((ROWS, 4)), "b": np.zeros(3, np.float32)}
+    ps = start_server(params, shards=2)
+    raw = zmq_socket(zmq.DEALER)
+    raw.connect(ps.address.endpoints[0])
+    good = Client(ps.address, timeout=10)
+    cases = bad_requests(ps.address.server_id)
+    try:
+        for step, (name, frames, code, text) in enumerate(cases):
+            raw.send_multipart(frames)
+            reply = recv(raw)
+            header = P.decode_reply(reply[0])
+            assert header.status == P.STATUS_ERROR, name
+            assert header.error == code, (name, P.ERRORS.get(header.error), reply[1:])
+            assert text in reply[1].decode(), (name, reply[1])
+            assert not np.any(ps.params["w"]), f"{name} wrote to the parameters"
+            # The shard keeps serving a well-behaved client between bad requests.
+            good.push({"b": np.ones(3, np.float32)})
+            assert good.pull(["b"])["b"].tolist() == [step + 1] * 3
+        stats = good.stats()
+    finally:
+        good.close()
+    assert stats[0]["errors"] == len(cases)
+    assert stats[1]["errors"] == 0
+    assert stats[0]["errors_by_code"]["ROWS"] == sum(code == P.ERR_ROWS for _, _, code, _ in cases)
+
+
+def test_retried_push_is_applied_once(start_server, zmq_socket, recv):
+    ps = start_server({"w": np.zeros((ROWS, 4))}, shards=2)
+    raw = zmq_socket(zmq.DEALER)
+    raw.connect(ps.address.endpoints[0])
+    push = rows_push(ps.address.server_id, [1, 1], np.ones((2, 4)), client_id=42, seq=5)
+    statuses = []
+    for frames in [push, push, rows_push(ps.address.server_id, [1], np.ones((1, 4)), client_id=42, seq=4),
+                   rows_push(ps.address.server_id, [1], np.ones((1, 4)), client_id=42, seq=6),
+                   rows_push(ps.address.server_id, [1], np.ones((1, 4)), client_id=43, seq=1)]:
+        raw.send_multipart(frames)
+        statuses.append(P.decode_reply(recv(raw)[0]).status)
+    assert statuses == [P.STATUS_OK, P.STATUS_DUPLICATE, P.STATUS_DUPLICATE, P.STATUS_OK, P.STATUS_OK]
+    assert ps.params["w"][1].tolist() == [4.0] * 4  # 2 + 1 + 1: the retries were not re-applied
+    with Client(ps.address) as client:
+        assert client.stats()[0]["duplicates"] == 2
+
+
+def test_peer_that_vanishes_mid_request_does_not_disturb_others(start_server, zmq_socket):
+    ps = start_server({"w": np.zeros((ROWS, 4))}, shards=1)
+    for _ in range(20):  # ask for the whole parameter, then leave without reading the answer
+        raw = zmq_socket(zmq.DEALER)
+        raw.connect(ps.address.endpoints[0])
+        raw.send_multipart(request(ps.address.server_id, [P.Item(0, P.KIND_DENSE, F64, ROWS)], [], op=P.OP_PULL))
+        raw.close(linger=0)
+    with Client(ps.address, timeout=10) as client:
+        client.push({"w": np.ones((ROWS, 4))})
+        assert client.pull()["w"].sum() == ROWS * 4
+
+
+def test_client_refuses_a_reply_it_cannot_parse():
+    with pytest.raises(P.ProtocolError, match="reply header is 3 bytes"):
+        P.decode_reply(b"abc")
+    with pytest.raises(P.ProtocolError, match="version"):
+        P.decode_reply(P.REPLY.pack(P.MAGIC, 9, P.OP_PUSH, 0, 0, 0, 1))

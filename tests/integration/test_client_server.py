@@ -1,0 +1,151 @@
+"""The public contract of ParameterServer and Client, against real shard processes."""
+import pickle
+
+import numpy as np
+import pytest
+
+from deepdist import Client, RequestError
+
+
+def make_params(rows=1000, dim=16):
+    rng = np.random.default_rng(0)
+    return {
+        "w": rng.integers(-5, 5, (rows, dim)).astype(np.float64),
+        "v": rng.standard_normal((rows, 4, 3)).astype(np.float32),  # rows are the first axis of any shape
+        "b": np.zeros(7, np.float64),                                 # small: lives whole on one shard
+    }
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_dense_sparse_and_scaled_pushes(start_server, shards):
+    params = make_params()
+    expected = {name: array.copy() for name, array in params.items()}
+    ps = start_server(params, shards=shards)
+    rng = np.random.default_rng(1)
+    with Client(ps.address) as client:
+        delta = rng.integers(-3, 3, (1000, 16)).astype(np.float64)
+        client.push({"w": delta})
+        expected["w"] += delta
+        rows = np.array([0, 999, 5, 5, 5, 500, 0])  # repeats accumulate
+        values = rng.integers(-3, 3, (7, 16)).astype(np.float64)
+        client.push({"w": (rows, values)})
+        np.add.at(expected["w"], rows, values)
+        client.push({"w": delta, "b": np.arange(7.0)}, scale=-0.5)
+        expected["w"] -= 0.5 * delta
+        expected["b"] -= 0.5 * np.arange(7.0)
+        v_rows = np.array([3, 999, 3])
+        v_values = rng.standard_normal((3, 4, 3)).astype(np.float32)
+        client.push({"v": (v_rows, v_values)})
+        np.add.at(expected["v"], v_rows, v_values)
+        pulled = client.pull()
+    for name in params:
+        np.testing.assert_array_equal(pulled[name], expected[name], err_msg=name)
+        np.testing.assert_array_equal(ps.params[name], expected[name], err_msg=name)
+
+
+def test_pull_rows_and_names(start_server):
+    params = make_params()
+    ps = start_server(params, shards=2)
+    with Client(ps.address) as client:
+        rows = np.array([999, 0, 500, 499, 0])
+        pulled = client.pull(["w", "v"], rows=rows)
+        assert set(pulled) == {"w", "v"}
+        np.testing.assert_array_equal(pulled["w"], params["w"][rows])
+        np.testing.assert_array_equal(pulled["v"], params["v"][rows])
+        assert client.pull("b")["b"].shape == (7,)
+        pulled["w"][:] = 123  # a private copy: the server's values do not change
+        np.testing.assert_array_equal(client.pull(["w"])["w"], params["w"])
+
+
+def test_live_view_and_final_values_handed_back(no_leftover_shm):
+    from deepdist import ParameterServer
+    params = {"w": np.zeros((100, 8), np.float32)}
+    original = params["w"]
+    with ParameterServer(params, shards=2) as ps:
+        live = ps.params["w"]
+        assert not np.shares_memory(live, original)
+        with Client(ps.address) as client:
+            client.push({"w": np.ones((100, 8), np.float32)})
+        assert live.sum() == 800  # the view sees what the shards applied
+        live[0, 0] = 10           # and writes through to the master copy
+        with Client(ps.address) as client:
+            assert client.pull(["w"], rows=[0])["w"][0, 0] == 10
+    assert params["w"] is original and original[0, 0] == 10 and original.sum() == 809
+    assert ps.params["w"] is original
+
+
+def test_address_is_small_and_picklable(start_server):
+    ps = start_server({"w": np.zeros((100_000, 100), np.float32), "b": np.zeros(100)}, shards=2)
+    blob = pickle.dumps(ps.address)
+    assert len(blob) < 2000
+    address = pickle.loads(blob)
+    with Client(address) as client:
+        client.push({"b": np.ones(100)})
+        assert client.pull(["b"])["b"].sum() == 100
+
+
+def test_mostly_zero_dense_delta_travels_as_rows(start_server):
+    ps = start_server({"w": np.zeros((10_000, 50), np.float32)}, shards=2)
+    delta = np.zeros((10_000, 50), np.float32)
+    delta[[3, 7000, 9999]] = 1.0
+    with Client(ps.address) as client:
+        client.push({"w": delta})
+        client.flush()
+        sent = sum(stats["bytes_in"] for stats in client.stats())
+        with Client(ps.address, sparsify=False) as dense_client:
+            dense_client.push({"w": delta})
+            dense_client.flush()
+        after = sum(stats["bytes_in"] for stats in client.stats())
+        np.testing.assert_array_equal(client.pull()["w"], 2 * delta)
+    assert sent < 2_000             # three rows and their indices, not 2 MB
+    assert after - sent > 2_000_000  # the same delta sent dense
+
+
+@pytest.mark.parametrize("update, error, text", [
+    ({"nope": np.zeros(3)}, KeyError, "unknown parameter 'nope'"),
+    ({"w": np.zeros((100, 8), np.float32)}, TypeError, "dtype float32"),
+    ({"w": np.zeros((100, 9))}, ValueError, "shape (100, 9)"),
+    ({"w": [[0.0] * 8] * 100}, TypeError, "numpy array"),
+    ({"w": (np.array([0, 100]), np.zeros((2, 8)))}, IndexError, "[0, 100)"),
+    ({"w": (np.array([-1]), np.zeros((1, 8)))}, IndexError, "[0, 100)"),
+    ({"w": (np.array([0.5]), np.zeros((1, 8)))}, TypeError, "integer"),
+    ({"w": (np.array([0, 1]), np.zeros((3, 8)))}, ValueError, "shape (3, 8)"),
+])
+def test_client_mistakes_raise_before_sending(start_server, update, error, text):
+    ps = start_server({"w": np.zeros((100, 8))}, shards=2)
+    with Client(ps.address) as client:
+        with pytest.raises(error) as raised:
+            client.push(update)
+        assert text in str(raised.value)
+        assert all(s["pushes"] == 0 and s["errors"] == 0 for s in client.stats())  # nothing reached a shard
+        np.testing.assert_array_equal(client.pull()["w"], 0)
+
+
+def test_nonfinite_push_is_rejected_by_the_shard_and_raised_at_flush(start_server):
+    ps = start_server({"w": np.zeros((100, 8))}, shards=2)
+    with Client(ps.address) as client:
+        bad = np.zeros((100, 8))
+        bad[99, 0] = np.nan
+        bad[1, 1] = 1.0
+        client.push({"w": bad})  # pipelined: returns before the shard answers
+        with pytest.raises(RequestError, match="NaN or infinity") as raised:
+            client.flush()
+        assert raised.value.code == "NONFINITE"
+        np.testing.assert_array_equal(client.pull()["w"], 0)  # neither shard wrote its part
+        client.push({"w": np.ones((100, 8))})
+        assert client.pull()["w"].sum() == 800  # the client is still usable
+
+
+def test_stats_count_pushes_pulls_and_bytes(start_server):
+    ps = start_server({"w": np.zeros((1000, 10)), "b": np.zeros(3)}, shards=2)
+    with Client(ps.address, sparsify=False) as client:
+        for _ in range(5):
+            client.push({"w": np.ones((1000, 10))})
+        client.pull(["w"])
+        stats = client.stats()
+    assert [s["shard"] for s in stats] == [0, 1]
+    assert [s["pushes"] for s in stats] == [5, 5]
+    assert [s["pulls"] for s in stats] == [1, 1]
+    assert all(s["bytes_in"] > 5 * 500 * 10 * 8 for s in stats)
+    assert all(s["bytes_out"] > 500 * 10 * 8 for s in stats)
+    assert all(s["errors"] == 0 for s in stats)

@@ -1,0 +1,91 @@
+"""Start, stop, crash: shared memory never outlives the server, and a dead shard is loud, never a hang."""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from deepdist import Client, ParameterServer, ShardDied, ShardTimeout, shm
+
+
+def shard_pids(ps):
+    return [process.pid for process in ps.processes]
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+POLL_INTERVAL = 0.05  # seconds between checks in wait_until
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(POLL_INTERVAL)
+
+
+def test_normal_exit_unlinks_and_stops_shards(no_leftover_shm):
+    with ParameterServer({"w": np.zeros((50_000, 4))}, shards=2) as ps:
+        names = list(shm.leftover())
+        assert len(names) == 1
+        pids = shard_pids(ps)
+        assert all(alive(pid) for pid in pids)
+    assert not set(names) & set(shm.leftover())
+    wait_until(lambda: not any(alive(pid) for pid in pids))
+
+
+def test_exception_inside_the_block_still_cleans_up(no_leftover_shm):
+    with pytest.raises(RuntimeError, match="user code failed"):
+        with ParameterServer({"w": np.zeros((50_000, 4))}, shards=2) as ps:
+            pids = shard_pids(ps)
+            raise RuntimeError("user code failed")
+    wait_until(lambda: not any(alive(pid) for pid in pids))
+
+
+def test_killed_shard_is_reported_and_memory_unlinked(no_leftover_shm):
+    params = {"w": np.zeros((50_000, 4))}
+    with pytest.raises(ShardDied, match="shard 1 died with signal 9"):
+        with ParameterServer(params, shards=2) as ps:
+            with Client(ps.address, timeout=1.0) as client:
+                client.push({"w": np.ones((50_000, 4))})
+                client.flush()
+                os.kill(ps.processes[1].pid, signal.SIGKILL)
+                wait_until(lambda: 1 in ps.dead)  # the watcher noticed on its own
+                with pytest.raises(ShardDied, match="shard 1"):
+                    ps.check()
+                started = time.monotonic()
+                with pytest.raises(ShardTimeout, match="shard 1 at tcp://.* did not reply within 1 s"):
+                    client.pull()
+                assert time.monotonic() - started < 5.0
+    # Shard 0's half survived and came back to the caller's array.
+    assert params["w"][:25_000].sum() == 100_000
+
+
+def test_client_to_a_stopped_server_times_out():
+    with ParameterServer({"w": np.zeros(10)}, shards=1) as ps:
+        address = ps.address
+    client = Client(address, timeout=0.5)
+    try:
+        client.push({"w": np.ones(10)})
+        with pytest.raises(ShardTimeout):
+            client.flush()
+    finally:
+        client.context.destroy(linger=0)
+
+
+def test_bad_parameters_are_refused_up_front():
+    with pytest.raises(TypeError, match="float32 and float64"):
+        ParameterServer({"w": np.zeros(3, np.int64)})
+    with pytest.raises(TypeError, match="numpy array"):
+        ParameterServer({"w": [1.0]})
+    with pytest.raises(ValueError, match="at least one row"):
+        ParameterServer({"w": np.zeros((0, 3))})
+    with pytest.raises(ValueError, match="shards"):
+        ParameterServer({"w": np.zeros(3)}, shards=0)
