@@ -179,7 +179,12 @@ class Client:
         dtype_code = P.DTYPE_CODES[values.dtype]
         flat = values.reshape(len(rows), -1)
         for shard, selector in split_by_owner(spec, rows):
-            part_rows, part_values = rows[selector], flat[selector]
+            part_rows = rows[selector]
+            if isinstance(selector, slice):
+                part_values = flat[selector]
+            else:
+                part_values = np.empty((len(selector), flat.shape[1]), flat.dtype)
+                kernels.gather(flat, selector, part_values)
             per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_ROWS, dtype_code, len(part_rows)),
                                      [part_rows, part_values]))
 

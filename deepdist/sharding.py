@@ -75,15 +75,23 @@ def owned(specs: dict, shard: int) -> dict:
 def split_by_owner(spec: ParamSpec, rows: np.ndarray):
     """Group sparse row indices by owner: yields ``(shard, selector)`` where selector picks that shard's rows.
 
-    ``selector`` is a slice when every row has one owner (no copy is needed), else an index array.
+    ``selector`` is a slice (a view, no copy) when each owner's rows form one run, as they do for sorted rows;
+    otherwise an index array.
     """
     if len(spec.ranges) == 1:
         yield spec.ranges[0][0], slice(None)
         return
     owner = np.searchsorted(spec.bounds, rows, side="right")
-    for position, (shard, _, _) in enumerate(spec.ranges):
-        selector = np.flatnonzero(owner == position)
-        if len(selector):
+    if np.all(owner[:-1] <= owner[1:]):
+        cuts = np.searchsorted(owner, np.arange(len(spec.ranges) + 1))
+        selectors = [slice(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+        sizes = np.diff(cuts)
+    else:
+        order = np.argsort(owner, kind="stable")
+        sizes = np.bincount(owner, minlength=len(spec.ranges))
+        selectors = np.split(order, np.cumsum(sizes)[:-1])
+    for (shard, _, _), selector, size in zip(spec.ranges, selectors, sizes):
+        if size:
             yield shard, selector
 
 
