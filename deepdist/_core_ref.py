@@ -1,0 +1,108 @@
+"""NumPy twin of ``deepdist._core``: same functions, signatures, exceptions and results.
+
+It is the oracle the tests hold the compiled kernels to, and the fallback
+``deepdist.kernels`` selects when ``DEEPDIST_PURE_PYTHON=1``.  So that code
+behaves the same on either, it also rejects what the compiled kernels cannot
+take (a typed memoryview ``floating[::1]`` / ``floating[:, ::1]`` requires a
+C-contiguous buffer of exactly that many dimensions, and a writable one for
+outputs), with the ValueError messages Cython uses for those.
+"""
+import numpy as np
+
+__all__ = ["all_finite", "axpy", "gather", "nonzero_rows", "scatter_add"]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_dtype(func, name, a):
+    dtype = np.asarray(a).dtype
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{func}: {name} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _same_float_dtype(func, a_name, a, b_name, b):
+    a_dtype = _float_dtype(func, a_name, a)
+    b_dtype = _float_dtype(func, b_name, b)
+    if a_dtype != b_dtype:
+        raise TypeError(f"{func}: {a_name} is {a_dtype} but {b_name} is {b_dtype}; "
+                        f"both must have the same dtype")
+
+
+def _check_rows(func, rows):
+    dtype = np.asarray(rows).dtype
+    if dtype != np.int64:
+        raise TypeError(f"{func}: rows must be int64, got {dtype}")
+
+
+def _view(a, ndim, writable=False):
+    """a as an ndarray sharing its memory, checked like a typed memoryview conversion."""
+    # Through memoryview() so that a non-buffer (a list) raises TypeError
+    # instead of becoming a temporary copy that silently swallows the output.
+    array = np.asarray(memoryview(a))
+    if array.ndim != ndim:
+        raise ValueError(f"Buffer has wrong number of dimensions (expected {ndim}, got {array.ndim})")
+    if not array.flags.c_contiguous:
+        raise ValueError("ndarray is not C-contiguous")
+    if writable and not array.flags.writeable:
+        raise ValueError("buffer source array is read-only")
+    return array
+
+
+def _check_bounds(func, rows, n_rows):
+    bad = np.flatnonzero((rows < 0) | (rows >= n_rows))
+    if bad.size:
+        i = int(bad[0])
+        raise IndexError(f"{func}: rows[{i}] = {rows[i]} is out of bounds for an array "
+                         f"with {n_rows} rows; nothing was written")
+
+
+def axpy(dst, src, alpha=1.0):
+    """dst += alpha * src, in place (see ``deepdist._core.axpy``)."""
+    _same_float_dtype("axpy", "dst", dst, "src", src)
+    dst, src = _view(dst, 1, writable=True), _view(src, 1)
+    if src.shape[0] != dst.shape[0]:
+        raise ValueError(f"axpy: dst has {dst.shape[0]} elements but src has {src.shape[0]}")
+    alpha = dst.dtype.type(alpha)
+    # Skips a temporary as large as src; 1 * x == x, so the result is the same.
+    if alpha == 1:
+        dst += src
+    else:
+        dst += alpha * src
+
+
+def scatter_add(dst, rows, src, alpha=1.0):
+    """dst[rows[i], :] += alpha * src[i, :] for each i (see ``deepdist._core.scatter_add``)."""
+    _check_rows("scatter_add", rows)
+    _same_float_dtype("scatter_add", "dst", dst, "src", src)
+    dst, rows, src = _view(dst, 2, writable=True), _view(rows, 1), _view(src, 2)
+    if src.shape != (rows.shape[0], dst.shape[1]):
+        raise ValueError(f"scatter_add: src has shape ({src.shape[0]}, {src.shape[1]}), "
+                         f"expected (len(rows), dst.shape[1]) = ({rows.shape[0]}, {dst.shape[1]})")
+    _check_bounds("scatter_add", rows, dst.shape[0])
+    np.add.at(dst, rows, dst.dtype.type(alpha) * src)
+
+
+def gather(src, rows, out):
+    """out[i, :] = src[rows[i], :] for each i (see ``deepdist._core.gather``)."""
+    _check_rows("gather", rows)
+    _same_float_dtype("gather", "src", src, "out", out)
+    src, rows, out = _view(src, 2), _view(rows, 1), _view(out, 2, writable=True)
+    if out.shape != (rows.shape[0], src.shape[1]):
+        raise ValueError(f"gather: out has shape ({out.shape[0]}, {out.shape[1]}), "
+                         f"expected (len(rows), src.shape[1]) = ({rows.shape[0]}, {src.shape[1]})")
+    _check_bounds("gather", rows, src.shape[0])
+    np.take(src, rows, axis=0, out=out)
+
+
+def nonzero_rows(src):
+    """Ascending int64 indices of the rows of 2-D src holding any element != 0."""
+    _float_dtype("nonzero_rows", "src", src)
+    src = _view(src, 2)
+    return np.flatnonzero(np.any(src != 0, axis=1)).astype(np.int64, copy=False)
+
+
+def all_finite(src):
+    """True iff no element of 1-D contiguous src is +-inf or NaN."""
+    _float_dtype("all_finite", "src", src)
+    return bool(np.isfinite(_view(src, 1)).all())

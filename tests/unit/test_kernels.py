@@ -1,0 +1,325 @@
+"""The compiled kernels (deepdist._core) and their NumPy twin (deepdist._core_ref):
+hand-computed results, agreement with each other, and the same exceptions."""
+import importlib
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+
+# A missing build fails the Cython cases rather than skipping them, unless the
+# run asked for the NumPy kernels only.
+needs_core = pytest.mark.skipif(
+    os.environ.get("DEEPDIST_PURE_PYTHON") == "1" and importlib.util.find_spec("deepdist._core") is None,
+    reason="DEEPDIST_PURE_PYTHON=1 and deepdist._core is not built")
+
+
+@pytest.fixture(params=[pytest.param("deepdist._core_ref", id="numpy"),
+                        pytest.param("deepdist._core", id="cython", marks=needs_core)])
+def impl(request):
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture
+def ref():
+    return importlib.import_module("deepdist._core_ref")
+
+
+@pytest.fixture(params=[pytest.param("deepdist._core", marks=needs_core)])
+def core(request):
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+def other(dtype):
+    return np.float64 if dtype == np.float32 else np.float32
+
+
+def rows(*values):
+    return np.array(values, dtype=np.int64)
+
+
+def unaligned_readonly(values):
+    """A read-only copy of values that starts one byte past an aligned address."""
+    values = np.ascontiguousarray(values)
+    buf = bytearray(values.nbytes + 1)
+    out = np.frombuffer(buf, values.dtype, offset=1, count=values.size).reshape(values.shape)
+    out[...] = values
+    out.setflags(write=False)
+    assert not out.flags.aligned and not out.flags.writeable
+    return out
+
+
+# --- axpy -------------------------------------------------------------------
+
+@pytest.mark.parametrize("alpha", [1.0, -0.05, 0.0])
+def test_axpy_matches_hand_computed_and_numpy(impl, dtype, alpha):
+    dst = np.arange(37, dtype=dtype)
+    src = np.linspace(-3, 5, 37).astype(dtype)
+    expected = dst + dtype(alpha) * src
+    impl.axpy(dst, src, alpha)
+    # Bitwise: float32 rounding of alpha and of each step must match numpy's.
+    np.testing.assert_array_equal(dst, expected)
+    assert dst.dtype == dtype
+
+
+def test_axpy_hand_values(impl, dtype):
+    dst = np.array([1, 2, 3], dtype=dtype)
+    impl.axpy(dst, np.array([10, 20, 30], dtype=dtype), 0.5)
+    np.testing.assert_array_equal(dst, [6, 12, 18])
+    impl.axpy(dst, np.array([1, 1, 1], dtype=dtype))
+    np.testing.assert_array_equal(dst, [7, 13, 19])
+
+
+def test_axpy_empty(impl, dtype):
+    dst = np.ones(0, dtype)
+    impl.axpy(dst, np.ones(0, dtype))
+    assert dst.shape == (0,)
+
+
+def test_axpy_length_mismatch(impl, dtype):
+    dst = np.zeros(4, dtype)
+    with pytest.raises(ValueError, match="4 elements but src has 3"):
+        impl.axpy(dst, np.ones(3, dtype))
+    np.testing.assert_array_equal(dst, 0)
+
+
+def test_axpy_dtype_mismatch(impl, dtype):
+    with pytest.raises(TypeError, match="same dtype"):
+        impl.axpy(np.zeros(4, dtype), np.ones(4, other(dtype)))
+
+
+def test_axpy_rejects_non_float_and_bad_layout(impl, dtype):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        impl.axpy(np.zeros(4, np.int32), np.ones(4, np.int32))
+    with pytest.raises(ValueError):
+        impl.axpy(np.zeros((2, 2), dtype), np.ones((2, 2), dtype))
+    with pytest.raises(ValueError):
+        impl.axpy(np.zeros(8, dtype)[::2], np.ones(4, dtype))
+    readonly = np.zeros(4, dtype)
+    readonly.setflags(write=False)
+    with pytest.raises(ValueError):
+        impl.axpy(readonly, np.ones(4, dtype))
+
+
+def test_axpy_large_matches_twin(core, ref, dtype):
+    rng = np.random.default_rng(1)
+    src = rng.standard_normal(100_003).astype(dtype)
+    a = rng.standard_normal(100_003).astype(dtype)
+    b = a.copy()
+    core.axpy(a, src, -0.05)
+    ref.axpy(b, src, -0.05)
+    np.testing.assert_array_equal(a, b)
+
+
+# --- scatter_add --------------------------------------------------------------
+
+def test_scatter_add_repeated_rows_accumulate(impl):
+    # Integer-valued float64 sums are exact, so the expectation is exact too.
+    dst = np.arange(12, dtype=np.float64).reshape(4, 3)
+    src = np.array([[1, 2, 3], [10, 20, 30], [100, 200, 300], [5, 5, 5]], dtype=np.float64)
+    impl.scatter_add(dst, rows(2, 0, 2, 2), src, 2.0)
+    np.testing.assert_array_equal(dst, [[20, 41, 62],
+                                        [3, 4, 5],
+                                        [6 + 2 * 106, 7 + 2 * 207, 8 + 2 * 308],
+                                        [9, 10, 11]])
+
+
+@pytest.mark.parametrize("alpha", [1.0, -0.05])
+def test_scatter_add_matches_add_at(impl, dtype, alpha):
+    rng = np.random.default_rng(2)
+    dst = rng.standard_normal((50, 7)).astype(dtype)
+    idx = rng.integers(0, 50, 300)
+    src = rng.standard_normal((300, 7)).astype(dtype)
+    expected = dst.copy()
+    np.add.at(expected, idx, dtype(alpha) * src)
+    impl.scatter_add(dst, idx, src, alpha)
+    np.testing.assert_array_equal(dst, expected)
+
+
+def test_scatter_add_empty_rows(impl, dtype):
+    dst = np.ones((3, 2), dtype)
+    impl.scatter_add(dst, rows(), np.zeros((0, 2), dtype))
+    np.testing.assert_array_equal(dst, 1)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 1000])
+def test_scatter_add_out_of_range_writes_nothing(impl, dtype, bad):
+    dst = np.zeros((3, 2), dtype)
+    with pytest.raises(IndexError, match=rf"rows\[2\] = {bad}"):
+        impl.scatter_add(dst, rows(0, 1, bad, 2), np.ones((4, 2), dtype))
+    np.testing.assert_array_equal(dst, 0)
+
+
+def test_scatter_add_shape_mismatch(impl, dtype):
+    dst = np.zeros((3, 2), dtype)
+    with pytest.raises(ValueError, match="src has shape"):
+        impl.scatter_add(dst, rows(0, 1), np.ones((2, 3), dtype))
+    with pytest.raises(ValueError, match="src has shape"):
+        impl.scatter_add(dst, rows(0, 1), np.ones((3, 2), dtype))
+    np.testing.assert_array_equal(dst, 0)
+
+
+def test_scatter_add_dtype_mismatch(impl, dtype):
+    dst = np.zeros((3, 2), dtype)
+    with pytest.raises(TypeError, match="same dtype"):
+        impl.scatter_add(dst, rows(0), np.ones((1, 2), other(dtype)))
+    with pytest.raises(TypeError, match="rows must be int64"):
+        impl.scatter_add(dst, np.array([0], np.int32), np.ones((1, 2), dtype))
+    np.testing.assert_array_equal(dst, 0)
+
+
+def test_scatter_add_single_column_view(impl, dtype):
+    # How callers update a 1-D parameter: viewed as (n, 1).
+    param = np.zeros(5, dtype)
+    impl.scatter_add(param.reshape(-1, 1), rows(4, 0, 4), np.array([[1], [2], [3]], dtype))
+    np.testing.assert_array_equal(param, [2, 0, 0, 0, 4])
+
+
+# --- gather -------------------------------------------------------------------
+
+def test_gather(impl, dtype):
+    src = np.arange(12, dtype=dtype).reshape(4, 3)
+    out = np.full((5, 3), -1, dtype)
+    impl.gather(src, rows(3, 0, 3, 1, 2), out)
+    np.testing.assert_array_equal(out, [[9, 10, 11], [0, 1, 2], [9, 10, 11], [3, 4, 5], [6, 7, 8]])
+
+
+def test_gather_matches_take(impl, dtype):
+    rng = np.random.default_rng(3)
+    src = rng.standard_normal((100, 9)).astype(dtype)
+    idx = rng.integers(0, 100, 250)
+    out = np.empty((250, 9), dtype)
+    impl.gather(src, idx, out)
+    np.testing.assert_array_equal(out, src[idx])
+
+
+def test_gather_empty(impl, dtype):
+    out = np.zeros((0, 3), dtype)
+    impl.gather(np.ones((2, 3), dtype), rows(), out)
+    assert out.shape == (0, 3)
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_gather_out_of_range_writes_nothing(impl, dtype, bad):
+    out = np.full((2, 3), 7, dtype)
+    with pytest.raises(IndexError, match=rf"rows\[1\] = {bad}"):
+        impl.gather(np.ones((4, 3), dtype), rows(0, bad), out)
+    np.testing.assert_array_equal(out, 7)
+
+
+def test_gather_shape_and_dtype_mismatch(impl, dtype):
+    with pytest.raises(ValueError, match="out has shape"):
+        impl.gather(np.ones((4, 3), dtype), rows(0, 1), np.zeros((2, 2), dtype))
+    with pytest.raises(ValueError, match="out has shape"):
+        impl.gather(np.ones((4, 3), dtype), rows(0, 1), np.zeros((3, 3), dtype))
+    with pytest.raises(TypeError, match="same dtype"):
+        impl.gather(np.ones((4, 3), dtype), rows(0, 1), np.zeros((2, 3), other(dtype)))
+
+
+# --- nonzero_rows -------------------------------------------------------------
+
+def test_nonzero_rows_special_values(impl, dtype):
+    src = np.zeros((6, 4), dtype)
+    src[1, 3] = np.nan       # NaN counts as non-zero
+    src[2, :] = -0.0         # -0.0 counts as zero
+    src[3, 0] = -np.finfo(dtype).smallest_subnormal  # tiny, still non-zero
+    src[5, 2] = np.inf
+    result = impl.nonzero_rows(src)
+    np.testing.assert_array_equal(result, [1, 3, 5])
+    assert result.dtype == np.int64
+
+
+def test_nonzero_rows_all_zero_and_all_nonzero(impl, dtype):
+    assert impl.nonzero_rows(np.zeros((5, 3), dtype)).tolist() == []
+    assert impl.nonzero_rows(np.full((5, 3), -0.0, dtype)).tolist() == []
+    assert impl.nonzero_rows(np.ones((5, 3), dtype)).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_nonzero_rows_single_row_and_single_column(impl, dtype):
+    assert impl.nonzero_rows(np.array([[0, 0, 2]], dtype)).tolist() == [0]
+    assert impl.nonzero_rows(np.array([[0, 0, 0]], dtype)).tolist() == []
+    assert impl.nonzero_rows(np.array([[0], [3], [0], [-0.0], [1]], dtype)).tolist() == [1, 4]
+    assert impl.nonzero_rows(np.zeros((0, 3), dtype)).tolist() == []
+
+
+def test_nonzero_rows_matches_twin(core, ref, dtype):
+    rng = np.random.default_rng(4)
+    src = rng.standard_normal((1000, 33)).astype(dtype)
+    src[rng.random(1000) < 0.8] = 0
+    src[rng.integers(0, 1000, 20), rng.integers(0, 33, 20)] = np.nan
+    np.testing.assert_array_equal(core.nonzero_rows(src), ref.nonzero_rows(src))
+
+
+def test_nonzero_rows_rejects_1d(impl, dtype):
+    with pytest.raises(ValueError):
+        impl.nonzero_rows(np.ones(3, dtype))
+
+
+# --- all_finite ---------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", [0, 4095, 4096, -1])
+def test_all_finite_catches_inf_and_nan(impl, dtype, bad, where):
+    src = np.ones(10_001, dtype)
+    assert impl.all_finite(src) is True
+    src[where] = bad
+    assert impl.all_finite(src) is False
+
+
+def test_all_finite_extremes_are_finite(impl, dtype):
+    info = np.finfo(dtype)
+    src = np.array([info.max, -info.max, info.tiny, info.smallest_subnormal, -0.0, 0.0], dtype)
+    assert impl.all_finite(src) is True
+    assert impl.all_finite(np.ones(0, dtype)) is True
+
+
+def test_all_finite_rejects_non_float(impl):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        impl.all_finite(np.ones(3, np.int64))
+
+
+# --- buffers straight from the wire -------------------------------------------
+
+def test_unaligned_readonly_inputs(impl, dtype):
+    rng = np.random.default_rng(5)
+    src2 = rng.standard_normal((40, 5)).astype(dtype)
+    src1 = src2.reshape(-1)
+    idx = rng.integers(0, 40, 40)
+
+    dst = np.ones(src1.size, dtype)
+    impl.axpy(dst, unaligned_readonly(src1), -0.05)
+    np.testing.assert_array_equal(dst, 1 + dtype(-0.05) * src1)
+
+    table = np.zeros((40, 5), dtype)
+    impl.scatter_add(table, unaligned_readonly(idx), unaligned_readonly(src2))
+    expected = np.zeros((40, 5), dtype)
+    np.add.at(expected, idx, src2)
+    np.testing.assert_array_equal(table, expected)
+
+    out = np.empty((40, 5), dtype)
+    impl.gather(unaligned_readonly(src2), unaligned_readonly(idx), out)
+    np.testing.assert_array_equal(out, src2[idx])
+
+    sparse = src2.copy()
+    sparse[::3] = 0
+    np.testing.assert_array_equal(impl.nonzero_rows(unaligned_readonly(sparse)),
+                                  np.flatnonzero(np.any(sparse != 0, axis=1)))
+    bad = src1.copy()
+    bad[-1] = np.nan
+    assert impl.all_finite(unaligned_readonly(src1)) is True
+    assert impl.all_finite(unaligned_readonly(bad)) is False
+
+
+def test_kernels_selector():
+    kernels = importlib.import_module("deepdist.kernels")
+    expected = "numpy" if os.environ.get("DEEPDIST_PURE_PYTHON") == "1" else "cython"
+    assert kernels.IMPLEMENTATION == expected
+    module = importlib.import_module("deepdist._core_ref" if expected == "numpy" else "deepdist._core")
+    for name in ("axpy", "scatter_add", "gather", "nonzero_rows", "all_finite"):
+        assert getattr(kernels, name) is getattr(module, name)
