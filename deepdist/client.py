@@ -49,6 +49,7 @@ class Client:
             self.sockets.append(socket)
         self.pending = [collections.deque() for _ in self.sockets]  # (seq, op) sent and not yet answered
         self.failures = []  # rejected pushes, raised at the next flush, pull or close
+        self.bytes_sent = self.bytes_received = 0  # payload and headers, for traffic reports
 
     # -- public API ----------------------------------------------------------------------------------------
     def push(self, update: dict, scale: float = 1.0) -> None:
@@ -204,6 +205,7 @@ class Client:
             pending = self.pending[shard]
             while len(pending) >= self.window:
                 self.await_reply(shard, pending[0][0])
+            self.bytes_sent += sum(memoryview(frame).nbytes for frame in frames)
             try:
                 self.sockets[shard].send_multipart(frames, copy=False)
             except zmq.Again:
@@ -223,6 +225,7 @@ class Client:
             if remaining <= 0 or not socket.poll(remaining * 1000, zmq.POLLIN):
                 raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "reply")
             frames = socket.recv_multipart(copy=False)
+            self.bytes_received += sum(len(frame) for frame in frames)
             reply = P.decode_reply(frames[0].buffer)
             if reply.seq != pending[0][0]:
                 raise P.ProtocolError(P.ERR_MALFORMED, f"shard {shard} answered request {reply.seq}, "

@@ -49,9 +49,10 @@ ERR_SHAPE = 7          # row count or values size does not match
 ERR_ROWS = 8           # a row index outside the rows this shard owns
 ERR_NONFINITE = 9      # NaN or infinity in values or scale
 ERR_INTERNAL = 10      # the shard failed applying a valid request (a bug): nothing is half-written
+ERR_DESCENT = 11       # the server's custom descent raised or changed a shape: nothing was written
 ERRORS = {ERR_MALFORMED: "MALFORMED", ERR_VERSION: "VERSION", ERR_OP: "OP", ERR_SERVER: "SERVER",
           ERR_PARAM: "PARAM", ERR_DTYPE: "DTYPE", ERR_SHAPE: "SHAPE", ERR_ROWS: "ROWS",
-          ERR_NONFINITE: "NONFINITE", ERR_INTERNAL: "INTERNAL"}
+          ERR_NONFINITE: "NONFINITE", ERR_INTERNAL: "INTERNAL", ERR_DESCENT: "DESCENT"}
 
 # Request header: magic, version, op, n_items, flags (0), server_id, client_id, seq, scale.
 REQUEST = struct.Struct("<2sBBHHQQQd")

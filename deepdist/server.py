@@ -7,6 +7,7 @@ stop, and a shard whose server dies sees end of file and exits.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import time
 import numpy as np
 
 from . import shm
-from .errors import ShardDied
+from .errors import DeepDistError, ShardDied
 from .sharding import ServerAddress, owned, plan
 
 log = logging.getLogger("deepdist.server")
@@ -110,22 +111,38 @@ class ParameterServer:
 
     def wait_ready(self, index: int, process: subprocess.Popen) -> str:
         """The endpoint clients should dial, once the shard has bound its socket."""
-        deadline = time.monotonic() + self.start_timeout
+        line = self.read_line(index, process, self.start_timeout, "start")
+        if not line.startswith("READY "):
+            raise ShardDied(f"shard {index} said {line!r} instead of READY")
+        return f"tcp://{self.advertise}:{line.rsplit(':', 1)[1]}"
+
+    def read_line(self, index: int, process: subprocess.Popen, timeout: float, doing: str) -> str:
+        """The shard's next line on its standard output, within ``timeout`` seconds."""
         with selectors.DefaultSelector() as selector:
             selector.register(process.stdout, selectors.EVENT_READ)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ShardDied(f"shard {index} (pid {process.pid}) did not start within "
-                                    f"{self.start_timeout:g} s")
-                if selector.select(remaining):
-                    line = process.stdout.readline().decode().strip()
-                    if line.startswith("READY "):
-                        port = line.rsplit(":", 1)[1]
-                        return f"tcp://{self.advertise}:{port}"
-                    if not line:
-                        raise ShardDied(f"shard {index} exited with code {process.wait(self.stop_timeout)} "
-                                        f"before it was ready (see its error above)")
+            if not selector.select(timeout):
+                raise ShardDied(f"shard {index} (pid {process.pid}) did not {doing} within {timeout:g} s")
+        line = process.stdout.readline().decode().strip()
+        if not line:
+            raise ShardDied(f"shard {index} exited with {describe_exit(process.wait(self.stop_timeout))} "
+                            f"while it was to {doing} (see its error above)")
+        return line
+
+    def set_descent(self, descent) -> None:
+        """Have every shard apply pushes with ``descent(model, update)`` (None: add them, the default).
+
+        descent is pickled (with cloudpickle when available, so lambdas and closures work) and handed to the
+        shards over their private pipes; see ``Shard.run_descent`` for what it is called with.
+        """
+        blob = None if descent is None else base64.b64encode(pickle_function(descent)).decode()
+        line = json.dumps({"descent": blob}).encode() + b"\n"
+        for process in self.processes:
+            process.stdin.write(line)
+            process.stdin.flush()
+        for index, process in enumerate(self.processes):
+            answer = self.read_line(index, process, self.start_timeout, "install the descent")
+            if answer != "OK":
+                raise DeepDistError(f"shard {index} could not install the descent: {answer}")
 
     def watch(self) -> None:
         """Report a shard that dies while serving as soon as it happens (its clients only see timeouts)."""
@@ -208,6 +225,17 @@ def check_param(name, array) -> None:
 
 def describe_exit(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def pickle_function(function) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:
+        try:
+            from pyspark import cloudpickle
+        except ImportError:
+            import pickle as cloudpickle
+    return cloudpickle.dumps(function)
 
 
 def shard_environment() -> dict:

@@ -2,18 +2,22 @@
 
 Started by ``deepdist.server`` as ``python -m deepdist.shard``; it reads its configuration as one JSON line on
 standard input, binds, prints ``READY <endpoint>`` and serves until standard input reaches end of file (the
-server closes it, or the server died). A shard validates a whole request before it writes anything, then
+server closes it, or the server died). Later JSON lines on standard input are commands from the server (the
+only one: install a custom ``descent``), each answered with ``OK`` or ``ERROR <why>`` on standard output. A shard validates a whole request before it writes anything, then
 applies pushes in place on the shared-memory arrays with the kernels of ``deepdist.kernels``, reading straight
 from the received frames. Each row has one owner and a shard handles one request at a time, so no locks.
 """
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import logging
 import math
 import os
+import pickle
 import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +35,15 @@ class Owned:
     """A parameter as this shard sees it: the whole array as (rows, row_size) and the rows it owns."""
     name: str
     array: np.ndarray
+    row_shape: tuple
     dtype_code: int
     lo: int
     hi: int
+
+    def rows_view(self, selection) -> np.ndarray:
+        """The selected rows in the parameter's own shape (a view for a slice, a copy for an index array)."""
+        part = self.array[selection]
+        return part.reshape((len(part),) + self.row_shape)
 
 
 class Shard:
@@ -42,6 +52,7 @@ class Shard:
         self.server_id = config["server_id"]
         self.check_finite = config.get("check_finite", True)
         self.segments, self.params = [], []
+        self.all_params = config["params"]
         for p in config["params"]:
             if p["lo"] is None:  # this shard owns none of its rows
                 self.params.append(None)
@@ -49,7 +60,9 @@ class Shard:
             segment = shm.attach(p["segment"], p["dtype"], p["shape"])
             self.segments.append(segment)
             array = segment.array.reshape(p["shape"][0], -1)
-            self.params.append(Owned(p["name"], array, P.DTYPE_CODES[array.dtype], p["lo"], p["hi"]))
+            self.params.append(Owned(p["name"], array, tuple(p["shape"][1:]), P.DTYPE_CODES[array.dtype],
+                                     p["lo"], p["hi"]))
+        self.descent = None  # a custom descent(model, update) installed by the server, or None: add
         self.last_seq = {}  # client_id -> highest push seq applied: how a retried push is recognised
         self.counters = collections.Counter()
         self.errors_by_code = collections.Counter()
@@ -105,15 +118,55 @@ class Shard:
         if request.client_id and request.seq <= self.last_seq.get(request.client_id, 0):
             self.counters["duplicates"] += 1
             return [P.encode_reply(P.OP_PUSH, P.STATUS_DUPLICATE, request.seq)]
-        for param, rows, values in updates:
-            if rows is None:
-                kernels.axpy(param.array[param.lo:param.hi].reshape(-1), values.reshape(-1), request.scale)
-            else:
-                kernels.scatter_add(param.array, rows, values, request.scale)
+        if self.descent is None:
+            for param, rows, values in updates:
+                if rows is None:
+                    kernels.axpy(param.array[param.lo:param.hi].reshape(-1), values.reshape(-1), request.scale)
+                else:
+                    kernels.scatter_add(param.array, rows, values, request.scale)
+        else:
+            self.run_descent(updates, request.scale)
         if request.client_id:
             self.last_seq[request.client_id] = request.seq
         self.counters["pushes"] += 1
         return [P.encode_reply(P.OP_PUSH, P.STATUS_OK, request.seq)]
+
+    def run_descent(self, updates: list, scale: float) -> None:
+        """Call the custom ``descent(model, update)`` on this shard's part of one push.
+
+        ``model.NAME`` and ``update[NAME]`` are the rows this push touches, in the parameter's shape; repeated
+        rows arrive summed; parameters the push does not touch here are empty. descent works on copies that
+        are written back only when it returns, so a descent that raises leaves nothing half-written.
+        """
+        model, update, selections = types.SimpleNamespace(), {}, {}
+        for p in self.all_params:
+            empty = np.empty([0] + p["shape"][1:], p["dtype"])
+            setattr(model, p["name"], empty)
+            update[p["name"]] = empty
+        for param, rows, values in updates:
+            if param.name in selections:
+                raise P.ProtocolError(P.ERR_MALFORMED, f"'{param.name}' appears twice in one push; a custom "
+                                                       f"descent takes one update per parameter")
+            if rows is None:
+                selection, summed = slice(param.lo, param.hi), values * scale
+            else:
+                selection, inverse = np.unique(rows, return_inverse=True)
+                summed = np.zeros((len(selection), values.shape[1]), values.dtype)
+                kernels.scatter_add(summed, inverse.astype(P.ROW_DTYPE), values, scale)
+            rows_now = param.rows_view(selection)
+            setattr(model, param.name, rows_now.copy())
+            update[param.name] = summed.reshape(rows_now.shape)
+            selections[param.name] = (param, selection, rows_now.shape)
+        try:
+            self.descent(model, update)
+        except Exception as error:
+            raise P.ProtocolError(P.ERR_DESCENT, f"descent raised {type(error).__name__}: {error}") from None
+        for name, (param, _, shape) in selections.items():
+            if np.shape(getattr(model, name)) != shape:
+                raise P.ProtocolError(P.ERR_DESCENT, f"descent changed model.{name} to shape "
+                                                     f"{np.shape(getattr(model, name))}, expected {shape}")
+        for name, (param, selection, _) in selections.items():
+            param.array[selection] = np.reshape(getattr(model, name), (-1, param.array.shape[1]))
 
     def pull(self, request: P.Request, data: list) -> list:
         frames, out = iter(data), []
@@ -174,14 +227,18 @@ class Shard:
         return values
 
     # -- the loop ------------------------------------------------------------------------------------------
-    def serve(self, socket: zmq.Socket, control_fd: int) -> None:
+    def serve(self, socket: zmq.Socket, control: "ControlPipe") -> None:
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
-        poller.register(control_fd, zmq.POLLIN)
+        poller.register(control.fd, zmq.POLLIN)
         while True:
             events = dict(poller.poll(POLL_MS))
-            if control_fd in events and not os.read(control_fd, 4096):
-                return  # end of file: the server asked us to stop, or it is gone
+            if control.fd in events:
+                lines = control.read_lines()
+                if lines is None:
+                    return  # end of file: the server asked us to stop, or it is gone
+                for line in lines:
+                    print(self.command(json.loads(line)), flush=True)
             if socket in events:
                 while True:  # drain what is queued before polling again
                     try:
@@ -190,15 +247,55 @@ class Shard:
                         break
                     socket.send_multipart([frames[0]] + self.handle(frames[1:]), copy=False)
 
+    def command(self, command: dict) -> str:
+        """Carry out a command from the server's pipe; the answer line for it."""
+        if "descent" in command:
+            try:
+                # These bytes come from the server process that started us, over our private stdin pipe,
+                # never from the network: the server pickled the user's own descent function.
+                blob = command["descent"]
+                self.descent = None if blob is None else pickle.loads(base64.b64decode(blob))
+            except Exception as error:
+                return f"ERROR cannot load descent: {type(error).__name__}: {error}"
+            return "OK"
+        return f"ERROR unknown command {sorted(command)}"
+
     def close(self) -> None:
         self.params = []
         for segment in self.segments:
             segment.close()
 
 
+class ControlPipe:
+    """Lines from the server on a file descriptor, read without blocking once the first line is in."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buffer = fd, b""
+
+    def read_lines(self):
+        """Complete lines available now; None at end of file."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            return None
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return lines
+
+    def first_line(self) -> bytes:
+        lines = []
+        while not lines:
+            lines = self.read_lines()
+            if lines is None:
+                raise SystemExit("deepdist shard: standard input closed before the configuration arrived")
+        if len(lines) > 1:
+            raise SystemExit("deepdist shard: a command arrived before the shard was ready")
+        return lines[0]
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = json.loads(sys.stdin.readline())
+    control = ControlPipe(sys.stdin.fileno())
+    config = json.loads(control.first_line())
     shard = Shard(config)
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
@@ -210,7 +307,7 @@ def main() -> None:
     endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
     print(f"READY {endpoint}", flush=True)
     try:
-        shard.serve(socket, sys.stdin.fileno())
+        shard.serve(socket, control)
     finally:
         socket.close()
         context.term()

@@ -57,3 +57,25 @@ def recv():
         assert socket.poll(timeout * 1000, zmq.POLLIN), f"no message within {timeout} s"
         return socket.recv_multipart()
     return receive
+
+
+@pytest.fixture(scope="session")
+def spark_context(tmp_path_factory):
+    """One local[2] SparkContext for the whole session (starting one costs seconds), stopped at the end."""
+    import os
+    import sys
+
+    pyspark = pytest.importorskip("pyspark")
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # executors must run the interpreter that has deepdist
+    # Test modules define gradient functions that executors unpickle by reference: make them importable there.
+    tests = os.path.dirname(os.path.abspath(__file__))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [os.path.join(tests, "integration"), tests] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    conf = (pyspark.SparkConf().setMaster("local[2]").setAppName("deepdist-tests")
+            .set("spark.ui.enabled", "false").set("spark.ui.showConsoleProgress", "false")
+            .set("spark.local.dir", str(tmp_path_factory.mktemp("spark-local"))))
+    context = pyspark.SparkContext(conf=conf)
+    context.setLogLevel("ERROR")
+    yield context
+    context.stop()

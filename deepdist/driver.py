@@ -1,0 +1,159 @@
+"""DeepDist: the user's context manager. Serves a model's parameters while Spark tasks train it.
+
+    with DeepDist(model) as dd:             # starts the shards on the driver
+        dd.train(rdd, gradient, descent)    # one pass over the RDD
+        dd.model                            # the master model, live while training
+    # after the block dd.model is an ordinary model holding the final parameters
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+import numpy as np
+
+from .models import get_arrays, param_names, set_arrays, strip
+from .server import ParameterServer, pickle_function
+from .spark import PARTITIONS, PROGRESS, PROGRESS_SIZE, RECORDS, UPDATES, WORDS, gradient_task, shard_addresses
+
+log = logging.getLogger("deepdist")
+
+PROGRESS_INTERVAL = 0.5  # seconds between progress lines
+
+
+class DeepDist:
+    """Serve ``model``'s parameters from ``shards`` processes for Spark tasks to train.
+
+    model: a gensim Word2Vec (parameters 'syn0', 'syn1neg', 'syn1'), a dict of arrays, or any object whose
+        numpy attributes ``params`` names.
+    host, advertise, port: where shards listen and the host executors dial (default: loopback on a local
+        master, else every interface and ``spark.driver.host``); see ``spark.shard_addresses``.
+    timeout: seconds a task waits for a shard before it fails with ShardTimeout.
+    window: unacknowledged pushes per shard a task may have in flight.
+    progress: print a progress line to stderr while ``train`` runs.
+    """
+
+    def __init__(self, model, params=None, shards: int = 2, host=None, advertise=None, port: int = 0,
+                 timeout: float = 60.0, window: int = 32, progress: bool = True, **server_options):
+        self.model = model
+        self.names = param_names(model, params)
+        self.shards, self.host, self.advertise, self.port = shards, host, advertise, port
+        self.client_options = {"timeout": timeout, "window": window}
+        self.progress = progress
+        self.server_options = server_options
+        self.server = None
+
+    @property
+    def address(self):
+        return self.server.address
+
+    def __enter__(self):
+        host, advertise = shard_addresses(active_spark_context(), self.host, self.advertise)
+        arrays = dict(get_arrays(self.model, self.names))
+        arrays[PROGRESS] = np.zeros(PROGRESS_SIZE)
+        self.server = ParameterServer(arrays, shards=self.shards, host=host, port=self.port,
+                                      advertise=advertise, **self.server_options).start()
+        set_arrays(self.model, {name: self.server.params[name] for name in self.names})
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.server.stop(raise_dead=exc_type is None)
+        finally:
+            # The server copied the final values into the model's own arrays; point the model back at them.
+            set_arrays(self.model, {name: self.server.params[name] for name in self.names})
+
+    def progress_counts(self) -> np.ndarray:
+        """Records, words, updates and partitions done so far, summed over every worker (live)."""
+        return self.server.params[PROGRESS].copy()
+
+    def train(self, rdd, gradient, descent=None, batch=None) -> dict:
+        """One pass over ``rdd``: each task pulls the parameters, runs ``gradient(model, data)`` and pushes.
+
+        gradient(model, data): runs on workers with the model's parameters freshly pulled; ``data`` iterates
+            over the task's records; returns ``{name: dense delta}`` or ``{name: (rows, values)}``.
+        descent(model, update): None adds the update; else it is run by each shard on the rows it owns.
+        batch: pull and push every ``batch`` records (Downpour SGD) instead of once per partition.
+        Returns a summary: partitions, records, updates, bytes sent and received, seconds.
+        """
+        if batch is not None and batch < 1:
+            raise ValueError(f"batch must be a positive number of records, got {batch}")
+        job = {"names": self.names, "gradient": gradient, "batch": batch, "address": self.server.address,
+               "client": self.client_options}
+        return self.run(rdd, gradient_task, job, descent)
+
+    def run(self, rdd, task, job: dict, descent=None) -> dict:
+        """Run ``task(model_broadcast, job, partition_index, iterator)`` over every partition; add up the dicts
+        the tasks yield. The model goes out once per job as a broadcast, without its parameter arrays."""
+        context = rdd.context
+        model = context.broadcast(pickle_function(strip(self.model, self.names)))
+        self.server.set_descent(descent)
+        started = time.monotonic()
+        reporter = Progress(self, rdd.getNumPartitions()) if self.progress else None
+        try:
+            results = rdd.mapPartitionsWithIndex(lambda index, data: task(model, job, index, data)).collect()
+        finally:
+            if reporter:
+                reporter.stop()
+            self.server.set_descent(None)
+            model.destroy()
+        self.server.check()
+        summary = {}
+        for result in results:
+            for key, value in result.items():
+                summary[key] = summary.get(key, 0) + value
+        summary["task_seconds"] = summary.pop("seconds", 0.0)
+        summary["seconds"] = time.monotonic() - started
+        if self.progress:
+            print(f"deepdist: {format_summary(summary)}", file=sys.stderr, flush=True)
+        return summary
+
+
+class Progress:
+    """A line on stderr, refreshed while a job runs: partitions done, records/s, words/s, updates/s."""
+
+    def __init__(self, dd: DeepDist, partitions: int):
+        self.dd, self.partitions = dd, partitions
+        self.start_counts, self.started = dd.progress_counts(), time.monotonic()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.loop, name="deepdist-progress", daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.done.wait(PROGRESS_INTERVAL):
+            print("\r" + self.line(), end="", file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        counts = self.dd.progress_counts() - self.start_counts
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        parts = [f"partitions {int(counts[PARTITIONS])}/{self.partitions}",
+                 f"{counts[RECORDS] / seconds:,.0f} records/s"]
+        if counts[WORDS]:
+            parts.append(f"{counts[WORDS] / seconds:,.0f} words/s")
+        parts.append(f"{counts[UPDATES] / seconds:,.0f} updates/s")
+        return "deepdist: " + " | ".join(parts)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(2 * PROGRESS_INTERVAL)
+        print("\r" + self.line(), file=sys.stderr, flush=True)
+
+
+def format_summary(summary: dict) -> str:
+    seconds = max(summary["seconds"], 1e-9)
+    text = (f"{summary.get('partitions', 0)} partitions, {summary.get('records', 0):,} records, "
+            f"{summary.get('updates', 0):,} updates in {seconds:.1f} s")
+    if summary.get("words"):
+        text += f", {summary['words'] / seconds:,.0f} words/s"
+    sent, received = summary.get("bytes_sent", 0), summary.get("bytes_received", 0)
+    return text + f", {sent / 1e6:,.1f} MB pushed, {received / 1e6:,.1f} MB pulled"
+
+
+def active_spark_context():
+    try:
+        from pyspark import SparkContext
+    except ImportError:
+        return None
+    return SparkContext._active_spark_context

@@ -1,0 +1,131 @@
+"""What runs inside Spark: the task that trains on one partition, and how executors find the shards.
+
+Everything here runs on executors except ``shard_addresses`` and ``run``, which the driver calls. A task gets
+the model once per job through a broadcast that holds it without its parameter arrays (``models.strip``); it
+fills those arrays by pulling from the shards.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import pickle
+import socket
+import time
+
+import numpy as np
+
+from .client import Client
+from .models import is_word2vec, set_arrays
+
+# A hidden float64 parameter every DeepDist server carries: how far the current job has got, summed over all
+# workers. The driver's progress bar reads it from shared memory; word2vec decays its learning rate by it.
+PROGRESS = "__deepdist_progress__"
+RECORDS, WORDS, UPDATES, PARTITIONS = range(4)
+PROGRESS_SIZE = 4
+
+
+def shard_addresses(spark_context, host=None, advertise=None) -> tuple:
+    """``(bind, advertise)``: where shards listen and the host executors dial.
+
+    On a local master everything stays on loopback. Otherwise shards listen on every interface and
+    executors dial ``spark.driver.host`` (the address Spark itself uses to reach the driver), unless told
+    otherwise.
+    """
+    master = spark_context.master if spark_context is not None else "local"
+    local = master.startswith("local")
+    if host is None:
+        host = "127.0.0.1" if local else "0.0.0.0"
+    if advertise is None:
+        if host not in ("0.0.0.0", "*", "::"):
+            advertise = host
+        else:
+            conf = spark_context.getConf() if spark_context is not None else None
+            advertise = (conf.get("spark.driver.host", None) if conf else None) or socket.getfqdn()
+    return host, advertise
+
+
+def worker_model(shell):
+    """A private copy of the broadcast model for one task: arrays of its own, vocabulary shared."""
+    model = dict(shell) if isinstance(shell, dict) else copy.copy(shell)
+    if is_word2vec(shell):
+        model.wv = copy.copy(shell.wv)
+        # Each task draws its own negatives and subsampling decisions: gensim reads model.random.
+        model.random = np.random.RandomState(np.random.SeedSequence().generate_state(1)[0])
+    return model
+
+
+def batches(iterator, size):
+    """Lists of ``size`` records (the whole partition, streamed, when size is None)."""
+    if size is None:
+        yield iterator
+        return
+    while True:
+        batch = list(itertools.islice(iterator, size))
+        if not batch:
+            return
+        yield batch
+
+
+class Counted:
+    """Wraps an iterator and counts what it yields (gradient may consume any part of a partition)."""
+
+    def __init__(self, iterator):
+        self.iterator, self.count = iter(iterator), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.iterator)
+        self.count += 1
+        return item
+
+
+def progress_rows(records=0, words=0, updates=0, partitions=0) -> tuple:
+    """A sparse update of the PROGRESS parameter."""
+    return (np.array([RECORDS, WORDS, UPDATES, PARTITIONS]),
+            np.array([records, words, updates, partitions], np.float64))
+
+
+def unpack_model(model_broadcast):
+    """The task's own copy of the model the driver broadcast (pickled by the driver with cloudpickle, so
+    that classes defined in a driver script travel too; Spark's broadcast channel is the driver's own)."""
+    return worker_model(pickle.loads(model_broadcast.value))
+
+
+def gradient_task(model_broadcast, job, partition, iterator):
+    """The body of one Spark task of ``DeepDist.train``: pull, ``gradient``, push, every ``batch`` records.
+
+    Yields one summary dict for the driver to add up.
+    """
+    model = unpack_model(model_broadcast)
+    names, gradient, batch = job["names"], job["gradient"], job["batch"]
+    specs = {spec.name: spec for spec in job["address"].params}
+    started = time.monotonic()
+    records = updates = 0
+    with Client(job["address"], **job["client"]) as client:
+        for part in batches(iterator, batch):
+            set_arrays(model, client.pull(names))
+            counted = Counted(part)
+            update = gradient(model, counted)
+            update = {name: as_param_dtype(specs, name, value) for name, value in (update or {}).items()}
+            update[PROGRESS] = progress_rows(records=counted.count, updates=1)
+            client.push(update)
+            records += counted.count
+            updates += 1
+        client.push({PROGRESS: progress_rows(partitions=1)})
+        client.flush()
+    yield {"partitions": 1, "records": records, "updates": updates, "seconds": time.monotonic() - started,
+           "bytes_sent": client.bytes_sent, "bytes_received": client.bytes_received}
+
+
+def as_param_dtype(specs, name, value):
+    """The user's update with its values in the parameter's dtype (gradients are often computed in float64)."""
+    if name not in specs:
+        raise KeyError(f"gradient returned an update for {name!r}, which is not a parameter "
+                       f"(parameters: {sorted(n for n in specs if n != PROGRESS)})")
+    dtype = np.dtype(specs[name].dtype)
+    if isinstance(value, tuple):
+        rows, values = value
+        return rows, np.asarray(values, dtype=dtype)
+    return np.asarray(value, dtype=dtype)

@@ -1,0 +1,110 @@
+"""DeepDist on local Spark with NumPy models: the original API, a custom descent, Downpour batches."""
+import types
+
+import numpy as np
+import pytest
+
+from deepdist import DeepDist, RequestError
+
+FEATURES = 10
+LEARNING_RATE = 0.5
+
+
+def make_data(n=12_000, seed=0):
+    rng = np.random.default_rng(seed)
+    true_w = rng.standard_normal(FEATURES)
+    x = rng.standard_normal((n, FEATURES))
+    p = 1 / (1 + np.exp(-(x @ true_w + 0.5)))
+    y = (rng.random(n) < p).astype(np.float64)
+    return x, y
+
+
+def logistic_gradient(model, data):
+    """Mean log-loss gradient over the records of one batch (a record is (features, label))."""
+    records = list(data)
+    x = np.array([r[0] for r in records])
+    y = np.array([r[1] for r in records])
+    error = 1 / (1 + np.exp(-(x @ model["W"] + model["b"][0]))) - y
+    return {"W": x.T @ error / len(records), "b": np.array([error.mean()])}
+
+
+def sgd_descent(model, update):
+    model.W -= LEARNING_RATE * update["W"]
+    model.b -= LEARNING_RATE * update["b"]
+
+
+def accuracy(w, b, x, y):
+    return float(np.mean(((x @ w + b) > 0) == (y == 1)))
+
+
+def test_logistic_regression_with_custom_descent_matches_single_process_sgd(spark_context):
+    x, y = make_data()
+    batch, epochs = 100, 3
+    # Single-process minibatch SGD over the same records in the same order: the reference.
+    w, b = np.zeros(FEATURES), np.zeros(1)
+    for _ in range(epochs):
+        for start in range(0, len(x), batch):
+            update = logistic_gradient({"W": w, "b": b}, zip(x[start:start + batch], y[start:start + batch]))
+            w -= LEARNING_RATE * update["W"]
+            b -= LEARNING_RATE * update["b"]
+    reference = accuracy(w, b, x, y)
+
+    model = {"W": np.zeros(FEATURES), "b": np.zeros(1)}
+    rdd = spark_context.parallelize(list(zip(x, y)), 4).cache()
+    batches = sum(-(-size // batch) for size in rdd.glom().map(len).collect())
+    with DeepDist(model, progress=False) as dd:
+        for _ in range(epochs):
+            summary = dd.train(rdd, logistic_gradient, sgd_descent, batch=batch)
+            assert summary["records"] == len(x)
+            assert summary["updates"] == batches
+            assert summary["partitions"] == 4
+        live = dd.model["W"].copy()
+    trained = accuracy(model["W"], model["b"][0], x, y)
+    assert np.array_equal(live, model["W"])                 # the live model was the final one
+    assert reference > 0.7                                   # a problem worth learning
+    assert abs(trained - reference) <= 0.01, (trained, reference)
+
+
+def linear_gradient(model, data):
+    """A least-squares step over a whole partition: the original DeepDist shape (one update per partition)."""
+    grad, count = np.zeros_like(model.W), 0
+    for x, target in data:
+        grad += (x @ model.W - target) * x
+        count += 1
+    return {"W": -0.3 * grad / count}
+
+
+def test_object_model_with_default_descent_and_original_api(spark_context):
+    rng = np.random.default_rng(1)
+    true_w = rng.standard_normal(5)
+    x = rng.standard_normal((2000, 5))
+    rdd = spark_context.parallelize(list(zip(x, x @ true_w)), 4)
+    model = types.SimpleNamespace(W=np.zeros(5), name="linear")
+    with DeepDist(model, params=["W"], progress=False) as dd:
+        for _ in range(20):
+            dd.train(rdd, linear_gradient)
+    np.testing.assert_allclose(model.W, true_w, atol=0.05)
+
+
+def push_nan(model, data):
+    list(data)
+    return {"W": np.full_like(model.W, np.nan)}
+
+
+def test_a_bad_update_fails_the_job_and_writes_nothing(spark_context):
+    model = types.SimpleNamespace(W=np.ones(5))
+    rdd = spark_context.parallelize(range(10), 2)
+    with DeepDist(model, params=["W"], progress=False) as dd:
+        with pytest.raises(Exception, match="NaN or infinity"):
+            dd.train(rdd, push_nan)
+        np.testing.assert_array_equal(dd.model.W, 1.0)
+
+
+def test_unknown_parameter_names_are_refused():
+    with pytest.raises(TypeError, match="params="):
+        DeepDist(object())
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        DeepDist(types.SimpleNamespace(W=np.zeros(3)), params=["nope"])
+    with pytest.raises(KeyError, match="no parameter 'x'"):
+        DeepDist({"W": np.zeros(3)}, params=["x"])
+    assert RequestError  # the exception a rejected update raises in the task
