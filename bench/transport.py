@@ -108,38 +108,25 @@ def push_case(update_bytes, sparse, shards, repeat, budget_bytes):
     count = max(8, budget_bytes // update_bytes)
     rng = np.random.default_rng(0)
     values = rng.standard_normal((rows_in_update, DIM)).astype(np.float32)
-    if sparse:
-        rows = np.sort(rng.choice(n_rows, rows_in_update, replace=False))
-        update = {"w": (rows, values)}
-    else:
-        update = {"w": values}
+    rows = np.sort(rng.choice(n_rows, rows_in_update, replace=False))
+    update = {"w": (rows, values) if sparse else values}
+    # The raw baseline sends the same frames per shard: a header, then (rows and) values, cut as deepdist cuts.
+    parts = np.array_split(np.arange(rows_in_update), shards)
+    messages = [[b"\0" * 56] + ([rows[p]] if sparse else []) + [values[p]] for p in parts]
 
-    params = {"w": np.zeros((n_rows, DIM), np.float32)}
-    with ParameterServer(params, shards=shards) as ps:
-        client = Client(ps.address, window=WINDOW)
-
-        def run_deepdist():
-            for _ in range(count):
-                client.push(update)
-            client.flush()
-
-        ours = summary(timings(run_deepdist, repeat))
-        client.close()
-
-    # The same frames per shard: header, then (rows and) values, cut as deepdist cuts them.
-    raw = RawServers(shards)
-    try:
-        header = b"\0" * 56
-        if sparse:
-            parts = np.array_split(np.arange(rows_in_update), shards)
-            messages = [[header, rows[p], values[p]] for p in parts]
-        else:
-            messages = [[header, part] for part in np.array_split(values, shards)]
-        base = summary(timings(lambda: raw.send_all(messages, count), repeat))
-    finally:
-        raw.close()
+    with ParameterServer({"w": np.zeros((n_rows, DIM), np.float32)}, shards=shards) as ps:
+        with Client(ps.address, window=WINDOW) as client:
+            raw = RawServers(shards)
+            try:
+                def run_deepdist():
+                    for _ in range(count):
+                        client.push(update)
+                    client.flush()
+                times = timings({"deepdist": run_deepdist, "raw": lambda: raw.send_all(messages, count)}, repeat)
+            finally:
+                raw.close()
     moved = count * values.nbytes
-    return moved / ours["best_s"] / 1e9, moved / base["best_s"] / 1e9, count
+    return moved / summary(times["deepdist"])["median_s"] / 1e9, moved / summary(times["raw"])["median_s"] / 1e9, count
 
 
 def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
@@ -152,58 +139,54 @@ def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
     params = {"w": rng.standard_normal((n_rows, DIM)).astype(np.float32)}
     with ParameterServer(params, shards=shards) as ps:
         with Client(ps.address, window=WINDOW) as client:
-            def run_deepdist():
-                for _ in range(count):
-                    client.pull(["w"], rows=rows)
-            ours = summary(timings(run_deepdist, repeat))
+            raw = RawServers(shards, pull_bytes=update_bytes // shards)
+            try:
+                def run_deepdist():
+                    for _ in range(count):
+                        client.pull(["w"], rows=rows)
 
-    raw = RawServers(shards, pull_bytes=update_bytes // shards)
-    try:
-        request = [[b"\0" * 56] for _ in range(shards)]
-
-        def run_raw():  # like a pull: ask every shard, then wait for every answer
-            for _ in range(count):
-                for socket, message in zip(raw.sockets, request):
-                    socket.send_multipart(message, copy=False)
-                for socket in raw.sockets:
-                    receive(socket)
-        base = summary(timings(run_raw, repeat))
-    finally:
-        raw.close()
+                def run_raw():  # like a pull: ask every shard, then wait for every answer
+                    for _ in range(count):
+                        for socket in raw.sockets:
+                            socket.send_multipart([b"\0" * 56])
+                        for socket in raw.sockets:
+                            receive(socket)
+                times = timings({"deepdist": run_deepdist, "raw": run_raw}, repeat)
+            finally:
+                raw.close()
     moved = count * rows_in_pull * DIM * 4
-    return moved / ours["best_s"] / 1e9, moved / base["best_s"] / 1e9, count
+    return moved / summary(times["deepdist"])["median_s"] / 1e9, moved / summary(times["raw"])["median_s"] / 1e9, count
 
 
 def latency_case(repeat, count):
     """Microseconds for one small push (one 512-byte row) made and acknowledged, against a raw round trip."""
     with ParameterServer({"w": np.zeros((1000, DIM), np.float32)}, shards=1) as ps:
         with Client(ps.address) as client:
-            update = {"w": (np.array([7]), np.ones((1, DIM), np.float32))}
+            raw = RawServers(1)
+            try:
+                update = {"w": (np.array([7]), np.ones((1, DIM), np.float32))}
+                message = [b"\0" * 56, np.array([7], np.int64), np.ones((1, DIM), np.float32)]
 
-            def run_deepdist():
-                for _ in range(count):
-                    client.push(update)
-                    client.flush()
-            ours = summary(timings(run_deepdist, repeat))
-    raw = RawServers(1)
-    try:
-        message = [b"\0" * 56, np.array([7], np.int64), np.ones((1, DIM), np.float32)]
+                def run_deepdist():
+                    for _ in range(count):
+                        client.push(update)
+                        client.flush()
 
-        def run_raw():
-            for _ in range(count):
-                raw.sockets[0].send_multipart(message, copy=False)
-                receive(raw.sockets[0])
-        base = summary(timings(run_raw, repeat))
-    finally:
-        raw.close()
-    return ours["median_s"] / count * 1e6, base["median_s"] / count * 1e6
+                def run_raw():
+                    for _ in range(count):
+                        raw.sockets[0].send_multipart(message, copy=False)
+                        receive(raw.sockets[0])
+                times = timings({"deepdist": run_deepdist, "raw": run_raw}, repeat)
+            finally:
+                raw.close()
+    return (summary(times["deepdist"])["median_s"] / count * 1e6, summary(times["raw"])["median_s"] / count * 1e6)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, "bench/results/transport.json")
     parser.add_argument("--quick", action="store_true", help="small sizes and counts (smoke test)")
-    parser.set_defaults(repeat=3)
+    parser.set_defaults(repeat=5)
     args = parser.parse_args()
     budget = (16 if args.quick else 512) * MB  # bytes moved per timed run
     dense_sizes = [64 << 10, MB] if args.quick else [64 << 10, MB, 16 * MB]
