@@ -64,6 +64,8 @@ def get_arrays(model, names) -> dict:
 
 def set_arrays(model, arrays: dict) -> None:
     """Point the model's parameters at ``arrays`` (no copy)."""
+    if is_word2vec(model) and "syn0" in arrays:
+        model.wv.norms = None  # gensim caches unit-norm vectors for most_similar: stale once syn0 changes
     for name, array in arrays.items():
         if isinstance(model, dict):
             model[name] = array
