@@ -29,6 +29,7 @@ log = logging.getLogger("deepdist.server")
 
 WATCH_INTERVAL = 0.2      # seconds between checks that every shard is alive
 MIN_MESSAGE_LIMIT = 256 << 20  # bytes: the per-frame limit is at least this, or twice the largest parameter
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ParameterServer:
@@ -103,8 +104,10 @@ class ParameterServer:
                         "lo": ranges.get(name, (None, None))[0], "hi": ranges.get(name, (None, None))[1]}
                        for name, segment in self.segments.items()],
         }
+        # Run from the folder holding this very deepdist: 'python -m' puts the working directory first on
+        # sys.path, so the shard imports the package the server runs (not, say, an unbuilt source tree).
         process = subprocess.Popen([sys.executable, "-m", "deepdist.shard"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, env=shard_environment())
+                                   stdout=subprocess.PIPE, cwd=PACKAGE_ROOT)
         self.processes.append(process)
         process.stdin.write(json.dumps(config).encode() + b"\n")
         process.stdin.flush()
@@ -236,11 +239,3 @@ def pickle_function(function) -> bytes:
         except ImportError:
             import pickle as cloudpickle
     return cloudpickle.dumps(function)
-
-
-def shard_environment() -> dict:
-    """The shard's environment: ours, with this deepdist importable even when it is not installed."""
-    env = dict(os.environ)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return env
