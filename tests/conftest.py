@@ -1,4 +1,6 @@
 """Fixtures that start real shard processes and real sockets, and clean them up even when a test fails."""
+import os
+
 import pytest
 import zmq
 
@@ -9,10 +11,12 @@ RECV_TIMEOUT = 10.0  # seconds: no test waits longer than this for one reply
 
 @pytest.fixture
 def no_leftover_shm():
-    """Fails the test if it leaves deepdist shared-memory segments behind."""
-    before = set(shm.leftover())
+    """Fails the test if it leaves deepdist shared-memory segments behind (segments are named after the
+    creating process, so other processes on the machine, such as a benchmark, do not count)."""
+    mine = f"{shm.PREFIX}{os.getpid()}-"
+    before = set(shm.leftover(mine))
     yield
-    left = set(shm.leftover()) - before
+    left = set(shm.leftover(mine)) - before
     assert not left, f"shared memory left behind: {sorted(left)}"
 
 
@@ -62,7 +66,6 @@ def recv():
 @pytest.fixture(scope="session")
 def spark_context(tmp_path_factory):
     """One local[2] SparkContext for the whole session (starting one costs seconds), stopped at the end."""
-    import os
     import sys
 
     pyspark = pytest.importorskip("pyspark")

@@ -33,7 +33,7 @@ def wait_until(condition, timeout=10.0):
 
 def test_normal_exit_unlinks_and_stops_shards(no_leftover_shm):
     with ParameterServer({"w": np.zeros((50_000, 4))}, shards=2) as ps:
-        names = list(shm.leftover())
+        names = shm.leftover(f"{shm.PREFIX}{os.getpid()}-")
         assert len(names) == 1
         pids = shard_pids(ps)
         assert all(alive(pid) for pid in pids)
