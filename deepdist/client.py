@@ -74,23 +74,30 @@ class Client:
         self.raise_failures()
 
     def pull(self, names=None, rows=None) -> dict:
-        """Private copies of the named parameters (all by default), or of their rows ``rows`` only."""
+        """Private copies of the named parameters (all by default), or of their rows ``rows`` only.
+
+        rows: None (whole parameters), one index array for every named parameter, or ``{name: rows or None}``
+        to read different rows of each parameter in one round trip (names default to its keys).
+        """
         self.flush()
+        if names is None and isinstance(rows, dict):
+            names = list(rows)
         names = list(self.specs) if names is None else [names] if isinstance(names, str) else list(names)
+        rows_of = rows if isinstance(rows, dict) else dict.fromkeys(names, rows)
         per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
         targets = collections.defaultdict(list)    # shard -> [where each returned frame goes]
         out = {}
         for name in names:
             spec = self.spec(name)
             code = P.DTYPE_CODES[np.dtype(spec.dtype)]
-            if rows is None:
+            if rows_of.get(name) is None:
                 out[name] = np.empty(spec.shape, spec.dtype)
                 flat = out[name].reshape(spec.n_rows, -1)
                 for shard, lo, hi in spec.ranges:
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_DENSE, code, hi - lo), []))
                     targets[shard].append((flat, slice(lo, hi), hi - lo))
             else:
-                wanted = self.check_row_indices(spec, rows)
+                wanted = self.check_row_indices(spec, rows_of[name])
                 out[name] = np.empty((len(wanted),) + spec.row_shape, spec.dtype)
                 flat = out[name].reshape(len(wanted), -1)
                 for shard, selector in split_by_owner(spec, wanted):

@@ -16,7 +16,8 @@ import numpy as np
 
 from .models import get_arrays, param_names, set_arrays, strip
 from .server import ParameterServer, pickle_function
-from .spark import PARTITIONS, PROGRESS, PROGRESS_SIZE, RECORDS, UPDATES, WORDS, gradient_task, shard_addresses
+from .spark import (PARTITIONS, PROGRESS, PROGRESS_SIZE, RECORDS, UPDATES, WORDS, DescentKeepingProgress,
+                    gradient_task, shard_addresses)
 
 log = logging.getLogger("deepdist")
 
@@ -89,7 +90,7 @@ class DeepDist:
         the tasks yield. The model goes out once per job as a broadcast, without its parameter arrays."""
         context = rdd.context
         model = context.broadcast(pickle_function(strip(self.model, self.names)))
-        self.server.set_descent(descent)
+        self.server.set_descent(None if descent is None else DescentKeepingProgress(descent))
         started = time.monotonic()
         reporter = Progress(self, rdd.getNumPartitions()) if self.progress else None
         try:

@@ -119,6 +119,26 @@ def gradient_task(model_broadcast, job, partition, iterator):
            "bytes_sent": client.bytes_sent, "bytes_received": client.bytes_received}
 
 
+class DescentKeepingProgress:
+    """The user's descent, with the hidden progress counters added rather than handed to it.
+
+    A user's descent knows nothing of PROGRESS and would write its old value back; this wrapper adds the
+    counters itself and shows descent only the user's parameters.
+    """
+
+    def __init__(self, descent):
+        self.descent = descent
+
+    def __call__(self, model, update):
+        progress = update.pop(PROGRESS)
+        counters = getattr(model, PROGRESS)
+        delattr(model, PROGRESS)
+        try:
+            self.descent(model, update)
+        finally:
+            setattr(model, PROGRESS, counters + progress)
+
+
 def as_param_dtype(specs, name, value):
     """The user's update with its values in the parameter's dtype (gradients are often computed in float64)."""
     if name not in specs:

@@ -149,3 +149,17 @@ def test_stats_count_pushes_pulls_and_bytes(start_server):
     assert all(s["bytes_in"] > 5 * 500 * 10 * 8 for s in stats)
     assert all(s["bytes_out"] > 500 * 10 * 8 for s in stats)
     assert all(s["errors"] == 0 for s in stats)
+
+
+def test_pull_different_rows_of_each_parameter_in_one_request(start_server):
+    params = make_params()
+    ps = start_server(params, shards=2)
+    with Client(ps.address) as client:
+        before = [s["pulls"] for s in client.stats()]
+        pulled = client.pull(rows={"w": np.array([999, 3]), "v": None, "b": np.array([6])})
+        after = [s["pulls"] for s in client.stats()]
+    assert set(pulled) == {"w", "v", "b"}
+    np.testing.assert_array_equal(pulled["w"], params["w"][[999, 3]])
+    np.testing.assert_array_equal(pulled["v"], params["v"])
+    np.testing.assert_array_equal(pulled["b"], params["b"][[6]])
+    assert [a - b for a, b in zip(after, before)] == [1, 1]  # one request per shard, not one per parameter

@@ -59,6 +59,8 @@ def test_logistic_regression_with_custom_descent_matches_single_process_sgd(spar
             assert summary["updates"] == batches
             assert summary["partitions"] == 4
         live = dd.model["W"].copy()
+        counts = dd.progress_counts()  # the progress counters survive a custom descent
+        assert counts.tolist() == [epochs * len(x), 0, epochs * batches, epochs * 4]
     trained = accuracy(model["W"], model["b"][0], x, y)
     assert np.array_equal(live, model["W"])                 # the live model was the final one
     assert reference > 0.7                                   # a problem worth learning

@@ -1,0 +1,319 @@
+"""word2vec on Spark: gensim's own training kernels, fed by a DeepDist parameter server.
+
+    from deepdist import DeepDist
+    from deepdist.word2vec import build_model, train
+
+    corpus = sc.textFile(path).flatMap(split_line).cache()    # an RDD of token lists
+    model = build_model(corpus, vector_size=100, min_count=5)  # vocabulary from Spark word counts
+    with DeepDist(model) as dd:
+        train(dd, corpus, epochs=5)                            # every Spark task trains and syncs
+    model.wv.most_similar('king')
+
+How a task trains. It walks its partition in chunks of about ``chunk_words`` raw words. For each chunk it
+pulls only the rows the chunk can touch, trains them with gensim's ``train_batch_sg`` / ``train_batch_cbow``
+on private buffers, and pushes ``new rows - pulled rows``. Syncing every ~10k words matters: workers that
+train a whole partition from one snapshot and then add their deltas wreck the model (see NOTES.md).
+- syn0 rows: the chunk's in-vocabulary words.
+- syn1neg rows: the chunk's words, plus the negatives. gensim would draw negatives from the whole
+  vocabulary, so we first draw a pool of ``negative_pool`` words from gensim's own unigram^0.75 table, and
+  install a ``cum_table`` in which every other word has zero width. gensim then draws only from the pool. The
+  set of touched rows is known before training, and the deltas are exact. The pool is redrawn for each
+  chunk, so on average the negatives have the usual distribution.
+- syn1 rows (hierarchical softmax): the Huffman-tree nodes on the chunk words' paths.
+The learning rate decays linearly with the number of words trained so far by *all* workers. That number
+is the server's progress counter, pulled with every chunk. So the schedule is gensim's, however the corpus
+is partitioned.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import itertools
+import time
+
+import numpy as np
+from gensim import matutils, utils
+from gensim.models import Word2Vec
+from gensim.models.word2vec_inner import MAX_WORDS_IN_BATCH, train_batch_cbow, train_batch_sg
+
+from .client import Client
+from .spark import PROGRESS, WORDS, progress_rows, unpack_model
+
+__all__ = ["build_model", "train", "wikipedia_sentences", "read_sentences", "split_line"]
+
+# The 206-article Wikipedia excerpt in gensim's test data (in every gensim wheel).
+WIKIPEDIA_EXCERPT = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+# -- corpora ------------------------------------------------------------------------------------------------
+def wikipedia_sentences(path=None, min_tokens: int = 5) -> list:
+    """The Wikipedia excerpt that ships with gensim, as token lists: one per paragraph of each article.
+
+    Paragraphs, not whole articles: some articles are longer than the 10,000 words gensim trains per
+    sentence, and it silently drops the rest. Tokens are lowercase and alphabetic, as gensim's WikiCorpus
+    makes them. About 8,400 sentences and 437,000 words; parsing takes about 3 s.
+    """
+    from gensim.corpora.wikicorpus import IGNORED_NAMESPACES, extract_pages, filter_wiki, tokenize
+    from gensim.test.utils import datapath
+
+    sentences = []
+    with bz2.open(path or datapath(WIKIPEDIA_EXCERPT), "rb") as f:
+        for title, text, _ in extract_pages(f, filter_namespaces=("0",)):
+            if not text or text.lstrip().lower().startswith("#redirect"):
+                continue
+            if any(title.startswith(namespace + ":") for namespace in IGNORED_NAMESPACES):
+                continue
+            for paragraph in filter_wiki(text).split("\n"):
+                tokens = tokenize(paragraph)
+                if len(tokens) >= min_tokens:
+                    sentences.append(tokens)
+    return sentences
+
+
+def split_line(line: str, max_tokens: int = MAX_WORDS_IN_BATCH) -> list:
+    """One line of text as token lists of at most ``max_tokens`` whitespace-separated tokens
+    (``[]`` for a blank line). For Spark: ``sc.textFile(path).flatMap(split_line)``."""
+    tokens = line.split()
+    return [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
+
+
+def read_sentences(path):
+    """Yield the token lists of a local .txt or .txt.gz file: one sentence per line, split on whitespace.
+    A line longer than 10,000 tokens is cut into pieces (gensim would drop everything after 10,000)."""
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield from split_line(line)
+
+
+# -- the vocabulary -----------------------------------------------------------------------------------------
+def _count_partition(index, sentences):
+    """Per partition: (word, (count, first position)) plus the two corpus totals under integer keys."""
+    seen, position, n_sentences = {}, 0, 0
+    for sentence in sentences:
+        n_sentences += 1
+        for word in sentence:
+            entry = seen.get(word)
+            if entry is None:
+                seen[word] = [1, position]
+            else:
+                entry[0] += 1
+            position += 1
+    for word, (count, first) in seen.items():
+        yield word, (count, (index, first))
+    # Totals ride in the same shuffle, so the corpus is read once. Words are strings: these keys can't clash.
+    yield 0, (n_sentences, (-1, -1))
+    yield 1, (position, (-1, -1))
+
+
+def _merge_counts(a, b):
+    return a[0] + b[0], min(a[1], b[1])
+
+
+def build_model(rdd, vector_size=100, window=5, min_count=5, sg=1, negative=5, hs=0, sample=1e-3, seed=1,
+                trim_rule=None, **word2vec_kwargs) -> Word2Vec:
+    """A gensim Word2Vec with its vocabulary built from ``rdd`` (token lists) by Spark, ready to train.
+
+    The arguments are gensim's; its defaults, except skip-gram (``sg=1``) here. Spark counts the words (one
+    pass over ``rdd``). Only the retained (word, count) pairs and two totals come to the driver, never the
+    corpus. Words are ordered by their first occurrence in the RDD before gensim sorts them by count, as
+    ``build_vocab`` does. So the vocabulary, its row order and the initial vectors are exactly those of
+    ``Word2Vec(...).build_vocab(sentences)`` on the same sentences, however ``rdd`` is partitioned.
+    ``corpus_count`` and ``corpus_total_words`` (raw words, for the learning-rate schedule) are set.
+    ``max_vocab_size`` is gensim's memory cap while scanning; Spark needs none, and it is ignored here.
+    """
+    model = Word2Vec(vector_size=vector_size, window=window, min_count=min_count, sg=sg, negative=negative,
+                     hs=hs, sample=sample, seed=seed, **word2vec_kwargs)
+    counts = (rdd.mapPartitionsWithIndex(_count_partition).reduceByKey(_merge_counts)
+              # the trim rule gensim itself applies (min_count or trim_rule), applied before collecting
+              .filter(lambda kv: isinstance(kv[0], int) or utils.keep_vocab_item(kv[0], kv[1][0], min_count,
+                                                                                  trim_rule))
+              .collect())
+    totals = {key: value[0] for key, value in counts if isinstance(key, int)}
+    words = sorted(((key, value) for key, value in counts if not isinstance(key, int)), key=lambda kv: kv[1][1])
+    model.build_vocab_from_freq({word: count for word, (count, _) in words}, corpus_count=totals.get(0, 0),
+                                trim_rule=trim_rule)
+    model.corpus_total_words = totals.get(1, 0)  # build_vocab_from_freq leaves it at 0
+    return model
+
+
+# -- training -----------------------------------------------------------------------------------------------
+def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=2000, start_alpha=None,
+          end_alpha=None, compute_loss: bool = False) -> dict:
+    """Train ``dd.model`` (a gensim Word2Vec served by ``dd``) on ``rdd`` (token lists) for ``epochs`` passes.
+
+    chunk_words: raw words a task trains between syncs. Smaller chunks mean less staleness but more
+        round trips; the default matches gensim's 10,000-word jobs.
+    negative_pool: negatives per chunk are drawn from this many draws of the noise distribution (see the
+        module docstring). None: draw from the whole vocabulary. That is exact, but each chunk then pulls
+        all of syn1neg.
+    start_alpha, end_alpha: the learning rate, decayed linearly over ``epochs`` passes by global progress
+        (default: the model's ``alpha`` and ``min_alpha``).
+    compute_loss: add gensim's training loss of every task to the summary as 'loss'.
+    Returns the summary of all epochs: partitions, records (sentences), words (raw), effective_words
+    (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall).
+    """
+    model = dd.model
+    if "syn0" not in dd.names or not hasattr(model, "cum_table"):
+        raise TypeError("deepdist.word2vec.train needs a DeepDist serving a gensim Word2Vec")
+    if not model.corpus_total_words:
+        raise ValueError("the model has no vocabulary (or no corpus_total_words): build it with "
+                         "build_model(rdd) or model.build_vocab(sentences) before DeepDist(model)")
+    if chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
+        raise ValueError("chunk_words and negative_pool must be positive")
+    job = {"address": dd.address, "client": dd.client_options, "chunk_words": chunk_words,
+           "negative_pool": negative_pool if model.negative else None, "compute_loss": compute_loss,
+           "start_alpha": model.alpha if start_alpha is None else start_alpha,
+           "end_alpha": model.min_alpha if end_alpha is None else end_alpha,
+           # The server's word counter keeps counting across jobs: the schedule starts from where it is now.
+           "words_before": float(dd.progress_counts()[WORDS]),
+           "total_words": float(model.corpus_total_words) * epochs, "seed": model.seed}
+    started, summary = time.monotonic(), {}
+    for epoch in range(epochs):
+        for key, value in dd.run(rdd, _train_partition, dict(job, epoch=epoch)).items():
+            summary[key] = summary.get(key, 0) + value
+    summary["seconds"] = time.monotonic() - started
+    return summary
+
+
+def _train_partition(model_broadcast, job, partition, sentences):
+    """The Spark task: train one partition chunk by chunk, syncing with the server after each chunk."""
+    started = time.monotonic()
+    trainer = _Trainer(unpack_model(model_broadcast), job, partition)
+    with Client(job["address"], **job["client"]) as client:
+        for chunk, records in _chunks(sentences, job["chunk_words"]):
+            trainer.train_chunk(client, chunk, records)
+        client.push({PROGRESS: progress_rows(partitions=1)})
+        client.flush()
+    if not job["compute_loss"]:
+        del trainer.counts["loss"]
+    yield dict(trainer.counts, partitions=1, seconds=time.monotonic() - started,
+               bytes_sent=client.bytes_sent, bytes_received=client.bytes_received)
+
+
+def _chunks(sentences, chunk_words):
+    """(sentences, how many of them start here): lists of about ``chunk_words`` raw words. Sentences over
+    gensim's 10,000-word limit are cut into pieces (gensim would silently drop their tails)."""
+    chunk, words, records = [], 0, 0
+    for sentence in sentences:
+        pieces = ([sentence] if len(sentence) <= MAX_WORDS_IN_BATCH else
+                  [sentence[i:i + MAX_WORDS_IN_BATCH] for i in range(0, len(sentence), MAX_WORDS_IN_BATCH)])
+        for number, piece in enumerate(pieces):
+            if chunk and words + len(piece) > chunk_words:
+                yield chunk, records
+                chunk, words, records = [], 0, 0
+            chunk.append(piece)
+            words += len(piece)
+            records += number == 0
+    if chunk:
+        yield chunk, records
+
+
+def _jobs(chunk):
+    """gensim's own split of a chunk into calls of at most 10,000 raw words (``Word2Vec._job_producer``):
+    one ``train_batch_*`` call trains at most 10,000 words and ignores the rest."""
+    job, words = [], 0
+    for sentence in chunk:
+        if job and words + len(sentence) > MAX_WORDS_IN_BATCH:
+            yield job, words
+            job, words = [], 0
+        job.append(sentence)
+        words += len(sentence)
+    if job:
+        yield job, words
+
+
+class _Trainer:
+    """One task's model with full-size private buffers, and the pull-train-push cycle of one chunk."""
+
+    def __init__(self, model, job, partition):
+        self.model, self.job = model, job
+        vocab, size = len(model.wv.index_to_key), model.layer1_size
+        # gensim's kernels index these by raw pointer with no dtype or shape check: full-size C-contiguous
+        # float32. np.zeros maps pages lazily, so the rows a task never touches cost no memory.
+        model.wv.vectors = np.zeros((vocab, model.wv.vector_size), np.float32)
+        self.buffers = {"syn0": model.wv.vectors}
+        if model.negative:
+            model.syn1neg = self.buffers["syn1neg"] = np.zeros((vocab, size), np.float32)
+        if model.hs:
+            model.syn1 = self.buffers["syn1"] = np.zeros((vocab, size), np.float32)
+            self.points = model.wv.expandos["point"]
+        # model.random drives subsampling and negative draws, and the pool rng draws the pool. Seed both
+        # per (model seed, epoch, partition): tasks differ from each other, and a rerun repeats itself.
+        seeds = np.random.SeedSequence([job["seed"], job["epoch"], partition]).spawn(2)
+        model.random = np.random.RandomState(seeds[0].generate_state(1)[0])
+        self.rng = np.random.default_rng(seeds[1])
+        self.noise_table = model.cum_table  # the full unigram^0.75 table the pools are drawn from
+        self.key_to_index = model.wv.key_to_index
+        self.work = matutils.zeros_aligned(size, dtype=np.float32)
+        self.neu1 = matutils.zeros_aligned(size, dtype=np.float32)
+        self.counts = {"records": 0, "words": 0, "effective_words": 0, "updates": 0, "loss": 0.0}
+
+    def rows(self, chunk) -> dict:
+        """The rows of each parameter this chunk may touch (sorted), or None for all rows."""
+        key_to_index = self.key_to_index
+        # Distinct words first (a set fills at C speed), then one lookup per distinct word.
+        distinct = set(itertools.chain.from_iterable(chunk))
+        rows = {"syn0": np.sort(np.array([key_to_index[w] for w in distinct if w in key_to_index], np.int64))}
+        if self.model.negative:
+            if self.job["negative_pool"] is None:
+                rows["syn1neg"] = None
+            else:
+                pool = self.draw_pool(self.job["negative_pool"])
+                # Row 0 is reachable too: gensim's draw of exactly 0 lands on it whatever its width.
+                rows["syn1neg"] = np.union1d(rows["syn0"], np.append(pool, 0))
+        if self.model.hs:
+            paths = [self.points[i] for i in rows["syn0"]]
+            rows["syn1"] = np.unique(np.concatenate(paths)).astype(np.int64) if paths else rows["syn0"][:0]
+        return rows
+
+    def draw_pool(self, size) -> np.ndarray:
+        """Draw ``size`` words as gensim draws negatives, and install a cum_table in which only they have
+        width, in proportion to how often each was drawn."""
+        table = self.noise_table
+        pool = np.searchsorted(table, self.rng.integers(0, int(table[-1]), size), side="left")  # = bisect_left
+        cumulative = np.cumsum(np.bincount(pool, minlength=len(table)), dtype=np.float64)
+        self.model.cum_table = np.round(cumulative * (float(table[-1]) / cumulative[-1])).astype(np.uint32)
+        return pool
+
+    def train_chunk(self, client, chunk, records) -> None:
+        """Pull the rows ``chunk`` can touch, train them, push their change and the progress counts."""
+        model, job, counts = self.model, self.job, self.counts
+        raw = sum(map(len, chunk))
+        rows = self.rows(chunk)
+        # One round trip: the chunk's rows of every parameter and the global word count.
+        wanted_rows = dict(rows) if len(rows["syn0"]) else {}
+        pulled = client.pull(rows={**wanted_rows, PROGRESS: np.array([WORDS])})
+        done = pulled.pop(PROGRESS)[0] - job["words_before"]
+        for name, wanted in wanted_rows.items():
+            if wanted is None:
+                self.buffers[name][:] = pulled[name]
+            else:
+                self.buffers[name][wanted] = pulled[name]
+        start, end, total = job["start_alpha"], job["end_alpha"], job["total_words"]
+        model.running_training_loss = 0.0
+        for sentences, words in _jobs(chunk if pulled else []):
+            # gensim's schedule: linear in the raw words trained so far, by all workers, over all epochs
+            alpha = max(end, start - (start - end) * done / total)
+            if model.sg:
+                counts["effective_words"] += train_batch_sg(model, sentences, alpha, self.work,
+                                                            job["compute_loss"])
+            else:
+                counts["effective_words"] += train_batch_cbow(model, sentences, alpha, self.work, self.neu1,
+                                                              job["compute_loss"])
+            done += words
+        counts["loss"] += model.running_training_loss
+        update = {PROGRESS: progress_rows(records=records, words=raw, updates=1)}
+        for name, wanted in rows.items():
+            if name not in pulled:
+                continue
+            buffer = self.buffers[name]
+            delta = (buffer if wanted is None else buffer[wanted]) - pulled[name]
+            changed = np.flatnonzero(delta.any(axis=1))  # e.g. words subsampling skipped: nothing to send
+            if len(changed) == len(delta) and wanted is not None:
+                update[name] = (wanted, delta)
+            elif len(changed):
+                update[name] = (changed if wanted is None else wanted[changed]), delta[changed]
+        client.push(update)
+        counts["records"] += records
+        counts["words"] += raw
+        counts["updates"] += 1

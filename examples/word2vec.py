@@ -1,0 +1,44 @@
+"""word2vec on Spark with deepdist: build the vocabulary with Spark, train with every executor core.
+
+    python examples/word2vec.py                  # the Wikipedia excerpt in gensim's test data, local[2]
+    python examples/word2vec.py corpus.txt.gz    # one sentence per line (any path Spark can read)
+    spark-submit --master spark://host:7077 examples/word2vec.py hdfs:///corpus   # on a cluster
+
+DeepDist prints a progress line while each pass runs. On 2 cores the default run takes about a minute.
+"""
+import os
+import sys
+
+from pyspark import SparkConf, SparkContext
+
+from deepdist import DeepDist
+from deepdist.word2vec import build_model, split_line, train, wikipedia_sentences
+
+EPOCHS = 10  # the excerpt is small (437,000 words): several passes give sensible neighbours
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter, which has deepdist
+conf = (SparkConf().setIfMissing("spark.master", "local[2]").setAppName("deepdist-word2vec")
+        .set("spark.ui.showConsoleProgress", "false"))  # DeepDist prints its own progress line
+sc = SparkContext(conf=conf)
+sc.setLogLevel("ERROR")
+
+if len(sys.argv) > 1:
+    corpus = sc.textFile(sys.argv[1]).flatMap(split_line)  # read by the executors, never by the driver
+    if corpus.getNumPartitions() < sc.defaultParallelism:  # a .gz file is one partition: one task
+        corpus = corpus.repartition(sc.defaultParallelism)
+else:
+    corpus = sc.parallelize(wikipedia_sentences())
+corpus = corpus.cache()  # one pass to count words, then EPOCHS passes to train
+
+model = build_model(corpus, vector_size=100, window=5, min_count=5)  # a gensim Word2Vec, skip-gram
+print(f"{model.corpus_count:,} sentences, {model.corpus_total_words:,} words, vocabulary {len(model.wv):,}")
+with DeepDist(model) as dd:  # the parameter server's shards run on the driver
+    summary = train(dd, corpus, epochs=EPOCHS)
+print(f"trained {summary['words']:,} words in {summary['seconds']:.1f} s: "
+      f"{summary['words'] / summary['seconds']:,.0f} words/s")
+
+# model is a plain gensim Word2Vec again: save it, or query it
+for word in ["france", "music", "war", "computer", "river", "god"]:
+    if word in model.wv:
+        print(f"{word:>9}: {', '.join(w for w, _ in model.wv.most_similar(word, topn=8))}")
+sc.stop()
