@@ -115,12 +115,14 @@ class Client:
         seq = self.request(P.OP_STATS, {shard: [] for shard in range(len(self.sockets))})
         return [json.loads(bytes(self.await_reply(shard, seq)[0].buffer)) for shard in range(len(self.sockets))]
 
-    def close(self) -> None:
-        """Flush, then close the sockets; raises what ``flush`` raises (the sockets are closed regardless)."""
+    def close(self, flush: bool = True) -> None:
+        """Flush (unless told not to), then close the sockets; raises what ``flush`` raises (the sockets are
+        closed regardless). Without the flush, pushes already sent may still be applied, or may not."""
         if self.context is None:
             return
         try:
-            self.flush()
+            if flush:
+                self.flush()
         finally:
             for socket in self.sockets:
                 socket.close(linger=0)
@@ -130,8 +132,10 @@ class Client:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, traceback):
+        # With an exception in flight (a task failing, a shard timing out) waiting for acknowledgements
+        # would only delay the report, up to another full timeout; the exception says what went wrong.
+        self.close(flush=exc_type is None)
 
     # -- checking the caller's arrays (before anything is sent) --------------------------------------------
     def spec(self, name):

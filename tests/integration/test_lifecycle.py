@@ -80,6 +80,18 @@ def test_client_to_a_stopped_server_times_out():
         client.context.destroy(linger=0)
 
 
+def test_a_failing_block_does_not_wait_for_acknowledgements():
+    """Leaving a client's with-block on an exception closes without a flush: the caller's own exception comes
+    out, not a second ShardTimeout after another wait on a shard that is gone."""
+    with ParameterServer({"w": np.zeros(10)}, shards=1) as ps:
+        address = ps.address
+    with pytest.raises(RuntimeError, match="the task failed"):
+        with Client(address, timeout=0.5) as client:
+            client.push({"w": np.ones(10)})
+            raise RuntimeError("the task failed")
+    assert client.context is None  # closed all the same
+
+
 def test_bad_parameters_are_refused_up_front():
     with pytest.raises(TypeError, match="float32 and float64"):
         ParameterServer({"w": np.zeros(3, np.int64)})
