@@ -17,7 +17,7 @@ import numpy as np
 from .models import get_arrays, param_names, set_arrays, strip
 from .server import ParameterServer, pickle_function
 from .spark import (PARTITIONS, PROGRESS, PROGRESS_SIZE, RECORDS, UPDATES, WORDS, DescentKeepingProgress,
-                    gradient_task, shard_addresses)
+                    gradient_task, settings)
 
 log = logging.getLogger("deepdist")
 
@@ -34,14 +34,18 @@ class DeepDist:
     timeout: seconds a task waits for a shard before it fails with ShardTimeout.
     window: unacknowledged pushes per shard a task may have in flight.
     progress: print a progress line to stderr while ``train`` runs.
+    shards, host, advertise, port, timeout, window and check_finite left as None are read from the Spark
+    configuration (``spark.deepdist.shards`` etc., see ``spark.CONF_KEYS``) when the block starts, else default
+    to 2 shards, any free ports, 60 s, 32 and True; docs/configuration.md has the table.
     """
 
-    def __init__(self, model, params=None, shards: int = 2, host=None, advertise=None, port: int = 0,
-                 timeout: float = 60.0, window: int = 32, progress: bool = True, **server_options):
+    def __init__(self, model, params=None, shards: int = None, host=None, advertise=None, port: int = None,
+                 timeout: float = None, window: int = None, progress: bool = True, **server_options):
         self.model = model
         self.names = param_names(model, params)
         self.shards, self.host, self.advertise, self.port = shards, host, advertise, port
-        self.client_options = {"timeout": timeout, "window": window}
+        self.given_client_options = {"timeout": timeout, "window": window}
+        self.client_options = None  # what tasks use: the given options, completed when the block starts
         self.progress = progress
         self.server_options = server_options
         self.server = None
@@ -51,11 +55,16 @@ class DeepDist:
         return self.server.address
 
     def __enter__(self):
-        host, advertise = shard_addresses(active_spark_context(), self.host, self.advertise)
+        options = dict(self.server_options)
+        config = settings(active_spark_context(), shards=self.shards, host=self.host, advertise=self.advertise,
+                          port=self.port, check_finite=options.pop("check_finite", None),
+                          **self.given_client_options)
+        self.client_options = {"timeout": config["timeout"], "window": config["window"]}
         arrays = dict(get_arrays(self.model, self.names))
         arrays[PROGRESS] = np.zeros(PROGRESS_SIZE)
-        self.server = ParameterServer(arrays, shards=self.shards, host=host, port=self.port,
-                                      advertise=advertise, **self.server_options).start()
+        self.server = ParameterServer(arrays, shards=config["shards"], host=config["host"], port=config["port"],
+                                      advertise=config["advertise"], check_finite=config["check_finite"],
+                                      **options).start()
         set_arrays(self.model, {name: self.server.params[name] for name in self.names})
         return self
 

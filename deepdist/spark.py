@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import pickle
 import socket
 import time
@@ -17,6 +18,8 @@ import numpy as np
 from .client import Client
 from .models import is_word2vec, set_arrays
 
+log = logging.getLogger("deepdist")
+
 # A hidden float64 parameter every DeepDist server carries: how far the current job has got, summed over all
 # workers. The driver's progress bar reads it from shared memory; word2vec decays its learning rate by it.
 PROGRESS = "__deepdist_progress__"
@@ -24,23 +27,84 @@ RECORDS, WORDS, UPDATES, PARTITIONS = range(4)
 PROGRESS_SIZE = 4
 
 
+# Spark configuration keys (``spark-submit --conf KEY=VALUE``, spark-defaults.conf) that DeepDist reads for
+# every argument the program leaves unset; see docs/configuration.md. Argument name -> (key, type).
+CONF_KEYS = {
+    "host": ("spark.deepdist.bindAddress", str),
+    "advertise": ("spark.deepdist.advertiseAddress", str),
+    "port": ("spark.deepdist.port", int),
+    "shards": ("spark.deepdist.shards", int),
+    "timeout": ("spark.deepdist.timeout", float),
+    "window": ("spark.deepdist.window", int),
+    "check_finite": ("spark.deepdist.checkFinite", bool),
+}
+DEFAULTS = {"host": None, "advertise": None, "port": 0, "shards": 2, "timeout": 60.0, "window": 32,
+            "check_finite": True}
+WILDCARDS = ("0.0.0.0", "*", "::")
+
+
+def settings(spark_context, **given) -> dict:
+    """DeepDist's settings (the names of ``CONF_KEYS``): each one given and not None, else its Spark
+    configuration key, else its default; then bind and advertised address as ``shard_addresses`` decides."""
+    conf = spark_context.getConf() if spark_context is not None else None
+    unknown = set(given) - set(CONF_KEYS)
+    if unknown:
+        raise TypeError(f"unknown settings {sorted(unknown)}")
+    out = {}
+    for name, (key, kind) in CONF_KEYS.items():
+        value, where = given.get(name), name
+        if value is None and conf is not None:
+            text = conf.get(key, None)
+            if text is not None and text.strip():
+                value, where = parse_setting(key, kind, text.strip()), key
+        out[name] = DEFAULTS[name] if value is None else value
+        check_setting(name, out[name], where)
+    out["host"], out["advertise"] = shard_addresses(spark_context, out["host"], out["advertise"])
+    return out
+
+
+def parse_setting(key, kind, text):
+    if kind is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{key} must be true or false, got {text!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def check_setting(name, value, where) -> None:
+    bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not v > 0,
+           "window": lambda v: v < 1, "advertise": lambda v: v in WILDCARDS}
+    if name in bad and value is not None and bad[name](value):
+        what = {"port": "a port (0: any free port)", "shards": "at least 1", "timeout": "positive seconds",
+                "window": "at least 1", "advertise": "an address clients can dial, not a wildcard"}[name]
+        raise ValueError(f"{where} must be {what}, got {value!r}")
+
+
 def shard_addresses(spark_context, host=None, advertise=None) -> tuple:
     """``(bind, advertise)``: where shards listen and the host executors dial.
 
     On a local master everything stays on loopback. Otherwise shards listen on every interface and
     executors dial ``spark.driver.host`` (the address Spark itself uses to reach the driver), unless told
-    otherwise.
+    otherwise (arguments, or spark.deepdist.bindAddress / advertiseAddress through ``settings``).
     """
     master = spark_context.master if spark_context is not None else "local"
     local = master.startswith("local")
     if host is None:
         host = "127.0.0.1" if local else "0.0.0.0"
     if advertise is None:
-        if host not in ("0.0.0.0", "*", "::"):
+        if host not in WILDCARDS:
             advertise = host
         else:
             conf = spark_context.getConf() if spark_context is not None else None
             advertise = (conf.get("spark.driver.host", None) if conf else None) or socket.getfqdn()
+    if not local and (advertise.startswith("127.") or advertise in ("localhost", "::1")):
+        log.warning("deepdist: shards advertise the loopback address %s to master %s: only executors on "
+                    "this machine can reach them (set spark.deepdist.advertiseAddress)", advertise, master)
     return host, advertise
 
 
