@@ -16,9 +16,13 @@ from deepdist.word2vec import build_model, split_line, train, wikipedia_sentence
 
 EPOCHS = 10  # the excerpt is small (437,000 words): several passes give sensible neighbours
 
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter, which has deepdist
-conf = (SparkConf().setIfMissing("spark.master", "local[2]").setAppName("deepdist-word2vec")
-        .set("spark.ui.showConsoleProgress", "false"))  # DeepDist prints its own progress line
+conf = SparkConf().setAppName("deepdist-word2vec").set("spark.ui.showConsoleProgress", "false")  # DeepDist
+# prints its own progress line. Under spark-submit (which starts the JVM first and says so in
+# PYSPARK_GATEWAY_PORT) the master and the executors' Python come from its command line; run directly with
+# python, this is a local[2] job whose executors run this interpreter, which has deepdist.
+if "PYSPARK_GATEWAY_PORT" not in os.environ:
+    conf.setMaster("local[2]")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 sc = SparkContext(conf=conf)
 sc.setLogLevel("ERROR")
 
