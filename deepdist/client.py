@@ -49,6 +49,7 @@ class Client:
             self.sockets.append(socket)
         self.pending = [collections.deque() for _ in self.sockets]  # (seq, op) sent and not yet answered
         self.failures = []  # rejected pushes, raised at the next flush, pull or close
+        self.unclaimed = {}  # (shard, seq) -> data frames or error of a pull answered before it was awaited
         self.bytes_sent = self.bytes_received = 0  # payload and headers, for traffic reports
 
     # -- public API ----------------------------------------------------------------------------------------
@@ -70,7 +71,7 @@ class Client:
         for shard, pending in enumerate(self.pending):
             pushes = [seq for seq, op in pending if op == P.OP_PUSH]
             if pushes:
-                self.await_reply(shard, pushes[-1])
+                self.read_replies(shard, pushes[-1])
         self.raise_failures()
 
     def pull(self, names=None, rows=None) -> dict:
@@ -78,8 +79,21 @@ class Client:
 
         rows: None (whole parameters), one index array for every named parameter, or ``{name: rows or None}``
         to read different rows of each parameter in one round trip (names default to its keys).
+
+        One round trip, with no flush before it: a shard serves one client's requests in the order they were
+        sent, so the pull already reads every earlier push applied, and their replies (read on the way to the
+        pull's) raise any error they carry once the pull's own reply is in.
         """
-        self.flush()
+        return self.pull_async(names, rows).result()
+
+    def pull_async(self, names=None, rows=None) -> "PendingPull":
+        """Send a pull and return at once; its ``result()`` waits for it and returns what ``pull`` would.
+
+        The values are those the shards hold when they reach the request: after every push this client sent
+        before it, before any it sends after. Pushing while a pull is pending is how a worker overlaps the
+        next pull with its computation (ps-lite's ZPull and Wait). A reply that arrives before ``result()`` is
+        asked for is kept until then.
+        """
         if names is None and isinstance(rows, dict):
             names = list(rows)
         names = list(self.specs) if names is None else [names] if isinstance(names, str) else list(names)
@@ -104,11 +118,10 @@ class Client:
                     part = wanted[selector]
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
                     targets[shard].append((flat, selector, len(part)))
-        seq = self.request(P.OP_PULL, per_shard)
-        for shard in per_shard:
-            for (flat, selector, n_rows), frame in zip(targets[shard], self.await_reply(shard, seq)):
-                flat[selector] = np.frombuffer(frame.buffer, flat.dtype).reshape(n_rows, flat.shape[1])
-        return out
+        # The pushes sent before this pull to shards it does not read: result() waits for them too.
+        earlier = {shard: pushes[-1] for shard, pending in enumerate(self.pending) if shard not in per_shard
+                   for pushes in [[seq for seq, op in pending if op == P.OP_PUSH]] if pushes}
+        return PendingPull(self, self.request(P.OP_PULL, per_shard), out, targets, earlier)
 
     def stats(self) -> list:
         """Per shard: pushes, pulls, bytes in and out, errors (by code), duplicates, clients seen."""
@@ -215,7 +228,7 @@ class Client:
                                  f"push fewer rows at a time")
             pending = self.pending[shard]
             while len(pending) >= self.window:
-                self.await_reply(shard, pending[0][0])
+                self.read_replies(shard, pending[0][0])
             self.bytes_sent += sum(memoryview(frame).nbytes for frame in frames)
             try:
                 self.sockets[shard].send_multipart(frames, copy=False)
@@ -225,10 +238,17 @@ class Client:
         return self.seq
 
     def await_reply(self, shard: int, seq: int) -> list:
-        """Read replies from ``shard`` in order until the one to request ``seq``; return its data frames.
+        """The data frames of the reply to request ``seq`` from ``shard``, once they are in; a rejected pull or
+        stats raises here."""
+        self.read_replies(shard, seq)
+        answer = self.unclaimed.pop((shard, seq), [])
+        if isinstance(answer, tuple):  # (shard, error name, message)
+            self.raise_failures(answer)
+        return answer
 
-        Rejected pushes met on the way are kept for ``raise_failures``; a rejected pull or stats raises here.
-        """
+    def read_replies(self, shard: int, seq: int) -> None:
+        """Read replies from ``shard``, in order, up to the one to request ``seq``. Rejected pushes are kept for
+        ``raise_failures``; the answers to pulls and stats (data frames or error) for ``await_reply``."""
         socket, pending = self.sockets[shard], self.pending[shard]
         deadline = time.monotonic() + self.timeout
         while pending and pending[0][0] <= seq:
@@ -242,16 +262,15 @@ class Client:
                 raise P.ProtocolError(P.ERR_MALFORMED, f"shard {shard} answered request {reply.seq}, "
                                                        f"expected {pending[0][0]}")
             pending.popleft()
+            error = None
             if reply.status == P.STATUS_ERROR:
                 message = bytes(frames[1].buffer).decode(errors="replace") if len(frames) > 1 else ""
                 error = (shard, P.ERRORS.get(reply.error, str(reply.error)), message)
-                if reply.op == P.OP_PUSH:
+            if reply.op == P.OP_PUSH:
+                if error:
                     self.failures.append(error)
-                else:
-                    self.raise_failures(error)
-            elif reply.seq == seq:
-                return frames[1:]
-        return []
+            else:
+                self.unclaimed[shard, reply.seq] = error or frames[1:]
 
     def raise_failures(self, first=None) -> None:
         failures = ([first] if first else []) + self.failures
@@ -259,3 +278,23 @@ class Client:
         if failures:
             shard, code, message = failures[0]
             raise RequestError(shard, self.address.endpoints[shard], code, message, others=failures[1:])
+
+
+class PendingPull:
+    """A pull on its way (``Client.pull_async``); ``result()`` waits for it, once, and returns the arrays."""
+
+    def __init__(self, client: Client, seq: int, out: dict, targets: dict, earlier: dict):
+        self.client, self.seq, self.out, self.targets, self.earlier = client, seq, out, targets, earlier
+        self.done = False
+
+    def result(self) -> dict:
+        if not self.done:
+            client = self.client
+            for shard, places in self.targets.items():
+                for (flat, selector, n_rows), frame in zip(places, client.await_reply(shard, self.seq)):
+                    flat[selector] = np.frombuffer(frame.buffer, flat.dtype).reshape(n_rows, flat.shape[1])
+            for shard, seq in self.earlier.items():
+                client.read_replies(shard, seq)
+            self.done = True
+            client.raise_failures()
+        return self.out

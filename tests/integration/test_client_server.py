@@ -163,3 +163,26 @@ def test_pull_different_rows_of_each_parameter_in_one_request(start_server):
     np.testing.assert_array_equal(pulled["v"], params["v"])
     np.testing.assert_array_equal(pulled["b"], params["b"][[6]])
     assert [a - b for a, b in zip(after, before)] == [1, 1]  # one request per shard, not one per parameter
+
+
+def test_a_pending_pull_reads_what_was_pushed_before_it_and_nothing_after(start_server):
+    ps = start_server({"w": np.zeros((100, 8)), "b": np.zeros(3)}, shards=2)
+    with Client(ps.address, window=1) as client:  # window 1: each push waits for the reply before it
+        client.push({"w": np.ones((100, 8)), "b": np.ones(3)})
+        pending = client.pull_async(rows={"w": np.array([0, 99])})  # reads both shards of w, not b's shard
+        client.push({"w": np.ones((100, 8))})  # waits for the pull's replies, which are kept for result()
+        client.push({"w": np.ones((100, 8))})
+        client.flush()
+        np.testing.assert_array_equal(pending.result()["w"], 1)
+        assert pending.result() is pending.result()
+        np.testing.assert_array_equal(client.pull(["w"])["w"], 3)
+
+
+def test_a_rejected_push_before_a_pending_pull_is_raised_by_its_result(start_server):
+    ps = start_server({"w": np.zeros((100, 8)), "b": np.zeros(3)}, shards=2)
+    with Client(ps.address) as client:
+        client.push({"b": np.array([np.inf, 0, 0])})  # rejected by b's shard
+        pending = client.pull_async(rows={"w": np.array([0])})  # a pull that does not read b's shard
+        with pytest.raises(RequestError, match="NaN or infinity"):
+            pending.result()
+        np.testing.assert_array_equal(client.pull()["b"], 0)
