@@ -166,22 +166,23 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
            "end_alpha": model.min_alpha if end_alpha is None else end_alpha,
            # The server's word counter keeps counting across jobs: the schedule starts from where it is now.
            "words_before": float(dd.progress_counts()[WORDS]),
-           "total_words": float(model.corpus_total_words) * epochs, "seed": model.seed}
-    started, summary = time.monotonic(), {}
-    for epoch in range(epochs):
-        for key, value in dd.run(rdd, _train_partition, dict(job, epoch=epoch)).items():
-            summary[key] = summary.get(key, 0) + value
-    summary["seconds"] = time.monotonic() - started
-    return summary
+           "total_words": float(model.corpus_total_words) * epochs, "seed": model.seed,
+           "partitions": rdd.getNumPartitions()}
+    # All epochs in one Spark job, over the RDD repeated ``epochs`` times (a union shares rdd's cache): a core
+    # that finishes its partition starts on the next epoch's instead of idling until the slowest task of the
+    # epoch ends, and the job's start-up is paid once. Spark starts tasks in partition order, so epochs still
+    # run one after another; the learning rate follows the global word count either way.
+    passes = rdd.context.union([rdd] * epochs) if epochs > 1 else rdd
+    return dd.run(passes, _train_partition, job)
 
 
-def _train_partition(model_broadcast, job, partition, sentences):
+def _train_partition(model_broadcast, job, index, sentences):
     """The Spark task: train one partition chunk by chunk, syncing with the server after each chunk."""
     started = time.monotonic()
-    trainer = _Trainer(unpack_model(model_broadcast), job, partition)
+    epoch, partition = divmod(index, job["partitions"])
+    trainer = _Trainer(unpack_model(model_broadcast), dict(job, epoch=epoch), partition)
     with Client(job["address"], **job["client"]) as client:
-        for chunk, records in _chunks(sentences, job["chunk_words"]):
-            trainer.train_chunk(client, chunk, records)
+        trainer.train(client, _chunks(sentences, job["chunk_words"]))
         client.push({PROGRESS: progress_rows(partitions=1)})
         client.flush()
     if not job["compute_loss"]:
@@ -244,54 +245,95 @@ class _Trainer:
         self.rng = np.random.default_rng(seeds[1])
         self.noise_table = model.cum_table  # the full unigram^0.75 table the pools are drawn from
         self.key_to_index = model.wv.key_to_index
+        self.touched = np.zeros(vocab, bool)  # scratch for ``rows``: all False between chunks
         self.work = matutils.zeros_aligned(size, dtype=np.float32)
         self.neu1 = matutils.zeros_aligned(size, dtype=np.float32)
         self.counts = {"records": 0, "words": 0, "effective_words": 0, "updates": 0, "loss": 0.0}
 
-    def rows(self, chunk) -> dict:
-        """The rows of each parameter this chunk may touch (sorted), or None for all rows."""
-        key_to_index = self.key_to_index
-        # Distinct words first (a set fills at C speed), then one lookup per distinct word.
+    def rows(self, chunk) -> tuple:
+        """The rows of each parameter this chunk may touch (sorted, or None for all rows), and the cum_table
+        its negatives are to be drawn from."""
+        # Distinct words first (a set fills at C speed), then one lookup each, all in C (-1: not in vocabulary).
         distinct = set(itertools.chain.from_iterable(chunk))
-        rows = {"syn0": np.sort(np.array([key_to_index[w] for w in distinct if w in key_to_index], np.int64))}
+        indices = np.fromiter(map(self.key_to_index.get, distinct, itertools.repeat(-1)), np.int64, len(distinct))
+        # Sorted and distinct by a mark per vocabulary word: one pass, cheaper than sorting or np.union1d.
+        touched, cum_table = self.touched, self.noise_table
+        touched[indices[indices >= 0]] = True
+        rows = {"syn0": np.flatnonzero(touched)}
         if self.model.negative:
             if self.job["negative_pool"] is None:
                 rows["syn1neg"] = None
             else:
-                pool = self.draw_pool(self.job["negative_pool"])
-                # Row 0 is reachable too: gensim's draw of exactly 0 lands on it whatever its width.
-                rows["syn1neg"] = np.union1d(rows["syn0"], np.append(pool, 0))
+                pool, cum_table = self.draw_pool(self.job["negative_pool"])
+                touched[pool] = True
+                touched[0] = True  # reachable too: gensim's draw of exactly 0 lands on it whatever its width
+                rows["syn1neg"] = np.flatnonzero(touched)
+        touched[:] = False
         if self.model.hs:
             paths = [self.points[i] for i in rows["syn0"]]
             rows["syn1"] = np.unique(np.concatenate(paths)).astype(np.int64) if paths else rows["syn0"][:0]
+        return rows, cum_table
         return rows
 
     def draw_pool(self, size) -> np.ndarray:
-        """Draw ``size`` words as gensim draws negatives, and install a cum_table in which only they have
+        """Draw ``size`` words as gensim draws negatives; return them and a cum_table in which only they have
         width, in proportion to how often each was drawn."""
         table = self.noise_table
         pool = np.searchsorted(table, self.rng.integers(0, int(table[-1]), size), side="left")  # = bisect_left
         cumulative = np.cumsum(np.bincount(pool, minlength=len(table)), dtype=np.float64)
-        self.model.cum_table = np.round(cumulative * (float(table[-1]) / cumulative[-1])).astype(np.uint32)
-        return pool
+        return pool, np.round(cumulative * (float(table[-1]) / cumulative[-1])).astype(np.uint32)
 
-    def train_chunk(self, client, chunk, records) -> None:
-        """Pull the rows ``chunk`` can touch, train them, push their change and the progress counts."""
+    def train(self, client, chunks) -> None:
+        """Train ``chunks`` (of ``_chunks``) one after another. Each chunk's rows are pulled while the chunk
+        before it trains, so a task waits for a round trip only if training a chunk is quicker than one."""
+        previous = (0, {})  # the chunk before: its raw words and its update, which the next pull does not see
+        chunks = iter(chunks)
+        pending = self.request(client, next(chunks, None))
+        while pending is not None:
+            ahead = self.request(client, next(chunks, None))
+            previous = self.train_chunk(client, *pending, previous)
+            pending = ahead
+
+    def request(self, client, chunk_records):
+        """Send the pull of a chunk's rows and the global word count; what ``train_chunk`` needs of it."""
+        if chunk_records is None:
+            return None
+        chunk, records = chunk_records
+        rows, cum_table = self.rows(chunk)
+        if not len(rows["syn0"]):  # no word in the vocabulary: nothing to train, progress only
+            rows = {}
+        return chunk, records, rows, cum_table, client.pull_async(rows={**rows, PROGRESS: np.array([WORDS])})
+
+    def train_chunk(self, client, chunk, records, rows, cum_table, pull, previous=(0, {})) -> tuple:
+        """Train one chunk from its pulled rows and push their change with the progress counts.
+
+        previous: ``(raw words, update)`` of the chunk before, pushed after this chunk's pull was sent, so
+        missing from what it read. Its deltas are added to the rows both chunks share: the task's own work is
+        never lost between chunks. Returns this chunk's ``(raw words, update)``.
+        """
         model, job, counts = self.model, self.job, self.counts
         raw = sum(map(len, chunk))
-        rows = self.rows(chunk)
-        # One round trip: the chunk's rows of every parameter and the global word count.
-        wanted_rows = dict(rows) if len(rows["syn0"]) else {}
-        pulled = client.pull(rows={**wanted_rows, PROGRESS: np.array([WORDS])})
-        done = pulled.pop(PROGRESS)[0] - job["words_before"]
-        for name, wanted in wanted_rows.items():
+        pulled = pull.result()
+        # Global progress when the pull was served, plus this task's previous chunk, not yet counted there.
+        previous_words, previous_update = previous
+        done = pulled.pop(PROGRESS)[0] - job["words_before"] + previous_words
+        for name, wanted in rows.items():
+            base = pulled[name]
+            if name in previous_update:
+                before_rows, before_delta = previous_update[name]
+                if wanted is None:
+                    base[before_rows] += before_delta
+                else:
+                    _, here, there = np.intersect1d(wanted, before_rows, assume_unique=True, return_indices=True)
+                    base[here] += before_delta[there]
             if wanted is None:
-                self.buffers[name][:] = pulled[name]
+                self.buffers[name][:] = base
             else:
-                self.buffers[name][wanted] = pulled[name]
+                self.buffers[name][wanted] = base
+        model.cum_table = cum_table
         start, end, total = job["start_alpha"], job["end_alpha"], job["total_words"]
         model.running_training_loss = 0.0
-        for sentences, words in _jobs(chunk if pulled else []):
+        for sentences, words in _jobs(chunk if rows else []):
             # gensim's schedule: linear in the raw words trained so far, by all workers, over all epochs
             alpha = max(end, start - (start - end) * done / total)
             if model.sg:
@@ -304,8 +346,6 @@ class _Trainer:
         counts["loss"] += model.running_training_loss
         update = {PROGRESS: progress_rows(records=records, words=raw, updates=1)}
         for name, wanted in rows.items():
-            if name not in pulled:
-                continue
             buffer = self.buffers[name]
             delta = (buffer if wanted is None else buffer[wanted]) - pulled[name]
             changed = np.flatnonzero(delta.any(axis=1))  # e.g. words subsampling skipped: nothing to send
@@ -317,3 +357,4 @@ class _Trainer:
         counts["records"] += records
         counts["words"] += raw
         counts["updates"] += 1
+        return raw, update

@@ -99,12 +99,12 @@ class RecordingClient(Client):
         super().__init__(address, timeout=10)
         self.pushes, self.pulled = [], {}
 
-    def pull(self, names=None, rows=None):
-        out = super().pull(names, rows)
-        for name in out:
+    def pull_async(self, names=None, rows=None):
+        pending = super().pull_async(names, rows)
+        for name, out in pending.out.items():
             wanted = rows.get(name) if isinstance(rows, dict) else rows
-            self.pulled[name] = np.arange(len(out[name])) if wanted is None else np.asarray(wanted)
-        return out
+            self.pulled[name] = np.arange(len(out)) if wanted is None else np.asarray(wanted)
+        return pending
 
     def push(self, update, scale=1.0):
         self.pushes.append(update)
@@ -132,7 +132,7 @@ def test_a_chunk_changes_only_the_rows_it_pulls_and_pushes_exact_deltas(sentence
     chunk, records = next(word2vec._chunks(iter(sentences[100:]), 10_000))
     ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
     client = RecordingClient(ps.address)
-    trainer.train_chunk(client, chunk, records)
+    trainer.train(client, [(chunk, records)])
     client.close()
 
     (update,) = client.pushes
@@ -157,6 +157,39 @@ def test_a_chunk_changes_only_the_rows_it_pulls_and_pushes_exact_deltas(sentence
         assert len(pulled["syn1neg"]) <= len(pulled["syn0"]) + negative_pool + 1
     elif model.negative:
         assert len(pulled["syn1neg"]) == len(model.wv)
+
+
+def test_pulls_ahead_lose_none_of_the_tasks_own_work(sentences, start_server, spark_context):
+    """Each chunk's rows are pulled while the chunk before trains, so the pull misses that chunk's push. The
+    task adds it back: after many chunks its buffers hold exactly the server's rows, and the server holds
+    the start plus every pushed delta."""
+    model = Word2Vec(vector_size=16, window=5, min_count=5, sample=1e-3, seed=3, sg=1, negative=5)
+    model.build_vocab(sentences)
+    names = param_names(model)
+    rng = np.random.default_rng(0)
+    server = {name: rng.normal(0, 0.1, (len(model.wv), 16)).astype(np.float32) for name in names}
+    server[PROGRESS] = np.zeros(PROGRESS_SIZE)
+    shell = unpack_model(spark_context.broadcast(pickle.dumps(strip(model, names))))
+    job = {"chunk_words": 2_000, "negative_pool": 300, "compute_loss": False, "start_alpha": 0.025,
+           "end_alpha": 0.0001, "words_before": 0.0, "total_words": 1e6, "seed": 1, "epoch": 0}
+    trainer = word2vec._Trainer(shell, job, partition=0)
+    chunks = list(word2vec._chunks(iter(sentences[:300]), 2_000))
+    assert len(chunks) > 10
+    ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
+    client = RecordingClient(ps.address)
+    trainer.train(client, chunks)
+    client.close()
+
+    assert len(client.pushes) == len(chunks)
+    for name in names:
+        expected = server[name].copy()
+        for update in client.pushes:
+            rows, delta = update[name]
+            expected[rows] += delta
+        np.testing.assert_allclose(ps.params[name], expected, rtol=0, atol=1e-5)
+        last = client.pulled[name]  # the last chunk's rows: what the task trained them to is on the server
+        np.testing.assert_allclose(trainer.buffers[name][last], ps.params[name][last], rtol=0, atol=1e-5)
+    assert ps.params[PROGRESS][WORDS] == sum(sum(map(len, chunk)) for chunk, _ in chunks)
 
 
 def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences):
