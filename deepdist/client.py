@@ -21,6 +21,8 @@ from . import kernels, protocol as P
 from .errors import RequestError, ShardTimeout
 from .sharding import split_by_owner
 
+DENSE_SAMPLE = 64  # rows of a dense delta looked at before deciding to scan it for sparse rows
+
 
 class Client:
     """Talks to every shard of the server at ``address`` (a ``ps.address``); usable from any process.
@@ -99,29 +101,27 @@ class Client:
         names = list(self.specs) if names is None else [names] if isinstance(names, str) else list(names)
         rows_of = rows if isinstance(rows, dict) else dict.fromkeys(names, rows)
         per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
-        targets = collections.defaultdict(list)    # shard -> [where each returned frame goes]
-        out = {}
+        targets = collections.defaultdict(list)    # shard -> [(name, where its returned frame goes)]
+        shapes = {}                                 # name -> shape of the array pulled
         for name in names:
             spec = self.spec(name)
             code = P.DTYPE_CODES[np.dtype(spec.dtype)]
             if rows_of.get(name) is None:
-                out[name] = np.empty(spec.shape, spec.dtype)
-                flat = out[name].reshape(spec.n_rows, -1)
+                shapes[name] = spec.shape
                 for shard, lo, hi in spec.ranges:
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_DENSE, code, hi - lo), []))
-                    targets[shard].append((flat, slice(lo, hi), hi - lo))
+                    targets[shard].append((name, slice(lo, hi)))
             else:
                 wanted = self.check_row_indices(spec, rows_of[name])
-                out[name] = np.empty((len(wanted),) + spec.row_shape, spec.dtype)
-                flat = out[name].reshape(len(wanted), -1)
+                shapes[name] = (len(wanted),) + spec.row_shape
                 for shard, selector in split_by_owner(spec, wanted):
                     part = wanted[selector]
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
-                    targets[shard].append((flat, selector, len(part)))
+                    targets[shard].append((name, selector))
         # The pushes sent before this pull to shards it does not read: result() waits for them too.
         earlier = {shard: pushes[-1] for shard, pending in enumerate(self.pending) if shard not in per_shard
                    for pushes in [[seq for seq, op in pending if op == P.OP_PUSH]] if pushes}
-        return PendingPull(self, self.request(P.OP_PULL, per_shard), out, targets, earlier)
+        return PendingPull(self, self.request(P.OP_PULL, per_shard), shapes, targets, earlier)
 
     def stats(self) -> list:
         """Per shard: pushes, pulls, bytes in and out, errors (by code), duplicates, clients seen."""
@@ -188,7 +188,7 @@ class Client:
         flat = delta.reshape(spec.n_rows, -1)
         for shard, lo, hi in spec.ranges:
             part = flat[lo:hi]
-            if self.sparsify:
+            if self.sparsify and not looks_dense(part):
                 nonzero = kernels.nonzero_rows(part)
                 # Rows cost their values plus an 8-byte index: cheaper once most rows are zero.
                 if len(nonzero) * (part.shape[1] * part.itemsize + 8) < part.nbytes:
@@ -283,18 +283,47 @@ class Client:
 class PendingPull:
     """A pull on its way (``Client.pull_async``); ``result()`` waits for it, once, and returns the arrays."""
 
-    def __init__(self, client: Client, seq: int, out: dict, targets: dict, earlier: dict):
-        self.client, self.seq, self.out, self.targets, self.earlier = client, seq, out, targets, earlier
-        self.done = False
+    def __init__(self, client: Client, seq: int, shapes: dict, targets: dict, earlier: dict):
+        self.client, self.seq, self.shapes, self.targets, self.earlier = client, seq, shapes, targets, earlier
+        self.out = None
 
     def result(self) -> dict:
-        if not self.done:
+        if self.out is None:
             client = self.client
+            parts = collections.defaultdict(list)  # name -> [(selector, frame)]
             for shard, places in self.targets.items():
-                for (flat, selector, n_rows), frame in zip(places, client.await_reply(shard, self.seq)):
-                    flat[selector] = np.frombuffer(frame.buffer, flat.dtype).reshape(n_rows, flat.shape[1])
+                for (name, selector), frame in zip(places, client.await_reply(shard, self.seq)):
+                    parts[name].append((selector, frame))
             for shard, seq in self.earlier.items():
                 client.read_replies(shard, seq)
-            self.done = True
             client.raise_failures()
+            self.out = {name: assemble(client.specs[name].dtype, shape, parts[name])
+                        for name, shape in self.shapes.items()}
         return self.out
+
+
+def assemble(dtype, shape, parts) -> np.ndarray:
+    """One array of ``shape`` from the frames of its parts, ``[(rows selector, frame)]``.
+
+    A reply frame is a private, writable buffer the shard copied for this client, so an array answered by
+    one frame is that frame, with no copy; one answered by several shards is copied together.
+    """
+    dtype = np.dtype(dtype)
+    n_rows = shape[0] if shape else 1
+    if len(parts) == 1 and len(parts[0][1]) == n_rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize:
+        return np.frombuffer(parts[0][1], dtype).reshape(shape)
+    out = np.empty(shape, dtype)
+    flat = out.reshape(n_rows, -1)
+    for selector, frame in parts:
+        values = np.frombuffer(frame, dtype)
+        flat[selector] = values.reshape(-1, flat.shape[1])
+    return out
+
+
+def looks_dense(part: np.ndarray) -> bool:
+    """Whether every one of up to 64 rows spread over ``part`` is nonzero. Then ``part`` is sent dense without
+    scanning it all: unless nearly every row is nonzero, a sample that size almost surely holds a zero row
+    (at 95 % nonzero rows, 96 % of the time), and a delta that dense would save little as sparse rows."""
+    step = max(1, len(part) // DENSE_SAMPLE)
+    return len(part) > 0 and bool(part[::step].any(axis=1).all())
+

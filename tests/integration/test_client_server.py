@@ -43,9 +43,10 @@ def test_dense_sparse_and_scaled_pushes(start_server, shards):
         np.testing.assert_array_equal(ps.params[name], expected[name], err_msg=name)
 
 
-def test_pull_rows_and_names(start_server):
+@pytest.mark.parametrize("shards", [1, 2])  # 1: each array is the reply frame itself; 2: put together
+def test_pull_rows_and_names(start_server, shards):
     params = make_params()
-    ps = start_server(params, shards=2)
+    ps = start_server(params, shards=shards)
     with Client(ps.address) as client:
         rows = np.array([999, 0, 500, 499, 0])
         pulled = client.pull(["w", "v"], rows=rows)

@@ -101,14 +101,30 @@ class RecordingClient(Client):
 
     def pull_async(self, names=None, rows=None):
         pending = super().pull_async(names, rows)
-        for name, out in pending.out.items():
+        for name, shape in pending.shapes.items():
             wanted = rows.get(name) if isinstance(rows, dict) else rows
-            self.pulled[name] = np.arange(len(out)) if wanted is None else np.asarray(wanted)
+            self.pulled[name] = np.arange(shape[0]) if wanted is None else np.asarray(wanted)
         return pending
 
     def push(self, update, scale=1.0):
         self.pushes.append(update)
         super().push(update, scale)
+
+
+def one_task(spark_context, sentences, config, chunk_words, negative_pool):
+    """A small gensim model, the values a server would start from (nonzero everywhere, so that any row
+    training touches would change), and a task's trainer for it, as ``_train_partition`` makes one."""
+    model = Word2Vec(vector_size=16, window=5, min_count=5, sample=1e-3, seed=3, **config)
+    model.build_vocab(sentences)
+    names = param_names(model)
+    rng = np.random.default_rng(0)
+    server = {name: rng.normal(0, 0.1, (len(model.wv), 16)).astype(np.float32) for name in names}
+    server[PROGRESS] = np.zeros(PROGRESS_SIZE)
+    shell = unpack_model(spark_context.broadcast(pickle.dumps(strip(model, names))))
+    job = {"chunk_words": chunk_words, "negative_pool": negative_pool if model.negative else None,
+           "compute_loss": False, "start_alpha": 0.025, "end_alpha": 0.0001, "words_before": 0.0,
+           "total_words": 1e6, "seed": 1, "epoch": 0}
+    return model, names, server, word2vec._Trainer(shell, job, partition=0)
 
 
 @pytest.mark.parametrize("config", [dict(sg=1, negative=5, hs=0), dict(sg=0, negative=5, hs=0),
@@ -117,18 +133,7 @@ class RecordingClient(Client):
 @pytest.mark.parametrize("negative_pool", [300, None], ids=["pool", "no-pool"])
 def test_a_chunk_changes_only_the_rows_it_pulls_and_pushes_exact_deltas(sentences, config, negative_pool,
                                                                         start_server, spark_context):
-    model = Word2Vec(vector_size=16, window=5, min_count=5, sample=1e-3, seed=3, **config)
-    model.build_vocab(sentences)
-    names = param_names(model)
-    rng = np.random.default_rng(0)
-    # The server's parameters: nonzero everywhere, so that any row training touches would change.
-    server = {name: rng.normal(0, 0.1, (len(model.wv), 16)).astype(np.float32) for name in names}
-    server[PROGRESS] = np.zeros(PROGRESS_SIZE)
-    shell = unpack_model(spark_context.broadcast(pickle.dumps(strip(model, names))))
-    job = {"chunk_words": 10_000, "negative_pool": negative_pool if model.negative else None,
-           "compute_loss": False, "start_alpha": 0.025, "end_alpha": 0.0001, "words_before": 0.0,
-           "total_words": 1e6, "seed": 1, "epoch": 0}
-    trainer = word2vec._Trainer(shell, job, partition=0)
+    model, names, server, trainer = one_task(spark_context, sentences, config, 10_000, negative_pool)
     chunk, records = next(word2vec._chunks(iter(sentences[100:]), 10_000))
     ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
     client = RecordingClient(ps.address)
@@ -163,16 +168,7 @@ def test_pulls_ahead_lose_none_of_the_tasks_own_work(sentences, start_server, sp
     """Each chunk's rows are pulled while the chunk before trains, so the pull misses that chunk's push. The
     task adds it back: after many chunks its buffers hold exactly the server's rows, and the server holds
     the start plus every pushed delta."""
-    model = Word2Vec(vector_size=16, window=5, min_count=5, sample=1e-3, seed=3, sg=1, negative=5)
-    model.build_vocab(sentences)
-    names = param_names(model)
-    rng = np.random.default_rng(0)
-    server = {name: rng.normal(0, 0.1, (len(model.wv), 16)).astype(np.float32) for name in names}
-    server[PROGRESS] = np.zeros(PROGRESS_SIZE)
-    shell = unpack_model(spark_context.broadcast(pickle.dumps(strip(model, names))))
-    job = {"chunk_words": 2_000, "negative_pool": 300, "compute_loss": False, "start_alpha": 0.025,
-           "end_alpha": 0.0001, "words_before": 0.0, "total_words": 1e6, "seed": 1, "epoch": 0}
-    trainer = word2vec._Trainer(shell, job, partition=0)
+    _, names, server, trainer = one_task(spark_context, sentences, dict(sg=1, negative=5), 2_000, 300)
     chunks = list(word2vec._chunks(iter(sentences[:300]), 2_000))
     assert len(chunks) > 10
     ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
