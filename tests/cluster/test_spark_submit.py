@@ -82,7 +82,6 @@ def test_word2vec_trains_every_word_of_every_epoch_on_the_cluster(word2vec_run):
     assert summary["records"] == EPOCHS * report["sentences"]
     assert summary["partitions"] == EPOCHS * report["partitions"]
     assert summary["effective_words"] > 0.5 * summary["words"]
-    assert report["words_per_second"] > 10_000
 
 
 def test_the_trained_vectors_are_word2vec_quality(word2vec_run):
