@@ -15,6 +15,7 @@ without its arrays (the vocabulary as Python objects), in bytes per vocabulary w
     python bench/memory.py --corpus ../shared/corpus/dictionaries.txt.gz   # vocabulary of a larger corpus
 """
 import argparse
+import gc
 import os
 import pickle
 import re
@@ -58,6 +59,41 @@ def broadcast_model_bytes(sentences) -> list:
     return out
 
 
+def model_arrays(shape) -> dict:
+    # Written, as a model's initial vectors are: untouched np.zeros pages would cost nothing and hide the
+    # caller's own copy of the parameters.
+    return {"syn0": np.full(shape, 0.01, np.float32), "syn1neg": np.full(shape, 0.01, np.float32)}
+
+
+def serve(params, copy_back, args, measured, label) -> None:
+    """Serve ``params`` with 2 shards and word2vec-like traffic; record each process's memory in ``measured``."""
+    measured[f"driver, before the server ({label})"] = rollup(os.getpid())
+    with ParameterServer(params, shards=2, copy_back=copy_back) as ps:
+        if not copy_back:
+            params.clear()  # as DeepDist does: the model points at shared memory now
+            gc.collect()
+        measured[f"driver, server started ({label})"] = rollup(os.getpid())
+        pids = [process.pid for process in ps.processes]
+        for shard, pid in enumerate(pids):
+            measured[f"shard {shard}, idle ({label})"] = rollup(pid)
+        rng = np.random.default_rng(0)
+        with Client(ps.address) as client:
+            for _ in range(args.chunks):
+                rows = np.unique(rng.integers(0, args.rows, CHUNK_ROWS))
+                client.pull(rows={"syn0": rows, "syn1neg": rows})
+                ones = np.ones((len(rows), args.dim), np.float32)
+                client.push({"syn0": (rows, ones), "syn1neg": (rows, ones)})
+            client.push({"syn0": np.ones((args.rows, args.dim), np.float32)})
+            client.pull(["syn0"])
+        for shard, pid in enumerate(pids):
+            measured[f"shard {shard}, after traffic ({label})"] = rollup(pid)
+    measured[f"driver, after the block ({label})"] = rollup(os.getpid())
+
+
+def peak_rss_mb() -> float:
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1)) / 1024
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of each parameter (default: %(default)s)")
@@ -69,31 +105,17 @@ def main():
     args = parser.parse_args()
 
     shape = (args.rows, args.dim)
-    # Written, as a model's initial vectors are: untouched np.zeros pages would cost nothing and hide the
-    # driver's own copy of the parameters, which it keeps to hand the final values back in.
-    params = {"syn0": np.full(shape, 0.01, np.float32), "syn1neg": np.full(shape, 0.01, np.float32)}
-    param_mb = sum(array.nbytes for array in params.values()) / 2**20
-    measured = {"driver, before the server": rollup(os.getpid())}
-    with ParameterServer(params, shards=2) as ps:
-        measured["driver, server started"] = rollup(os.getpid())
-        pids = [process.pid for process in ps.processes]
-        for shard, pid in enumerate(pids):
-            measured[f"shard {shard}, idle"] = rollup(pid)
-        rng = np.random.default_rng(0)
-        with Client(ps.address) as client:
-            for _ in range(args.chunks):
-                rows = np.unique(rng.integers(0, args.rows, CHUNK_ROWS))
-                client.pull(rows={"syn0": rows, "syn1neg": rows})
-                ones = np.ones((len(rows), args.dim), np.float32)
-                client.push({"syn0": (rows, ones), "syn1neg": (rows, ones)})
-            client.push({"syn0": np.ones(shape, np.float32)})
-            client.pull(["syn0"])
-        for shard, pid in enumerate(pids):
-            measured[f"shard {shard}, after traffic"] = rollup(pid)
-        measured["driver, after traffic"] = rollup(os.getpid())
+    param_mb = 2 * args.rows * args.dim * 4 / 2**20
+    measured = {}
+    # First as DeepDist serves a model (copy_back=False: the caller lets go of its arrays), so that this
+    # process's peak, read after the block, is that of this way alone; then with the arrays kept and copied
+    # back into, ParameterServer's default.
+    serve(model_arrays(shape), False, args, measured, "DeepDist: copy_back=False")
+    measured["driver, peak so far (VmHWM, Rss only)"] = {"Rss": peak_rss_mb()}
+    serve(model_arrays(shape), True, args, measured, "copy_back=True")
 
     print(f"parameters: 2 x {args.rows:,} x {args.dim} float32 = {param_mb:,.0f} MB, 2 shards (MB)")
-    print_table(("process",) + FIELDS, [(name,) + tuple(f"{values[f]:,.0f}" for f in FIELDS)
+    print_table(("process",) + FIELDS, [(name,) + tuple(f"{values[f]:,.0f}" if f in values else "" for f in FIELDS)
                                         for name, values in measured.items()])
     from deepdist.word2vec import read_sentences, wikipedia_sentences
 

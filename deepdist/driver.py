@@ -62,9 +62,13 @@ class DeepDist:
         self.client_options = {"timeout": config["timeout"], "window": config["window"]}
         arrays = dict(get_arrays(self.model, self.names))
         arrays[PROGRESS] = np.zeros(PROGRESS_SIZE)
+        # copy_back=False: once the model points at shared memory nothing holds its original arrays, which
+        # are freed, and the final values come back in new arrays; the driver holds the parameters once.
+        options.setdefault("copy_back", False)
         self.server = ParameterServer(arrays, shards=config["shards"], host=config["host"], port=config["port"],
                                       advertise=config["advertise"], check_finite=config["check_finite"],
                                       **options).start()
+        del arrays
         set_arrays(self.model, {name: self.server.params[name] for name in self.names})
         return self
 
@@ -72,7 +76,8 @@ class DeepDist:
         try:
             self.server.stop(raise_dead=exc_type is None)
         finally:
-            # The server copied the final values into the model's own arrays; point the model back at them.
+            # The final values, in private arrays the server moved out of shared memory (or copied back into
+            # the model's own, with copy_back=True): point the model at them.
             set_arrays(self.model, {name: self.server.params[name] for name in self.names})
 
     def progress_counts(self) -> np.ndarray:

@@ -40,19 +40,26 @@ class ParameterServer:
     advertise: the host clients should dial (default: ``host``, or this machine's name if host is a wildcard).
     start_timeout, stop_timeout: seconds allowed for shards to come up and to exit.
     check_finite: reject pushes holding NaN or infinity (one extra read of each update).
+    copy_back: True: the server keeps the arrays given, and copies the final values back into them. False: it
+        lets go of them once they are in shared memory, so the caller can free them while the server runs,
+        and hands the final values back in new arrays (``ps.params``), moving them out of shared memory block
+        by block: the parameters are held once, not twice.
 
     Inside the ``with`` block ``ps.params[name]`` is a live, zero-copy view of the master parameter. After it,
-    the final values are copied back into the arrays given (or, for read-only ones, replace them in
-    ``params``), ``ps.params`` holds those private arrays, and no shared memory is left behind.
+    ``ps.params`` holds the final values as private arrays: the arrays given, written (for read-only ones, new
+    arrays that replace them in ``params``), or with ``copy_back=False`` new arrays. No shared memory is left
+    behind; views of it kept past the block do not hold the final values.
     """
 
     def __init__(self, params, shards: int = 2, host: str = "127.0.0.1", port: int = 0, advertise=None,
-                 start_timeout: float = 30.0, stop_timeout: float = 10.0, check_finite: bool = True):
+                 start_timeout: float = 30.0, stop_timeout: float = 10.0, check_finite: bool = True,
+                 copy_back: bool = True):
         if shards < 1:
             raise ValueError(f"shards must be at least 1, got {shards}")
         for name, array in params.items():
             check_param(name, array)
         self.given = params
+        self.copy_back = copy_back
         self.n_shards = shards
         self.host, self.port = host, port
         self.advertise = advertise or (socket.getfqdn() if host in ("0.0.0.0", "*", "::") else host)
@@ -81,6 +88,8 @@ class ParameterServer:
             self.params = {name: segment.array for name, segment in self.segments.items()}
             server_id = secrets.randbits(64) or 1
             largest = max((array.nbytes for array in self.given.values()), default=0)
+            if not self.copy_back:
+                self.given = None  # shared memory holds the values now; the caller may free the originals
             limit = max(MIN_MESSAGE_LIMIT, 2 * largest + (1 << 20))
             for index in range(self.n_shards):
                 self.start_shard(index, server_id, limit)
@@ -204,12 +213,15 @@ class ParameterServer:
     def release(self) -> None:
         """Copy the final values into the caller's arrays and unlink every segment."""
         for name, segment in self.segments.items():
-            final, given = segment.array, self.given[name]
-            if given.flags.writeable:
-                np.copyto(given, final)
+            if self.given is None:
+                self.params[name] = segment.move_out()
             else:
-                self.given[name] = final.copy()
-            self.params[name] = self.given[name]
+                final, given = segment.array, self.given[name]
+                if given.flags.writeable:
+                    np.copyto(given, final)
+                else:
+                    self.given[name] = final.copy()
+                self.params[name] = self.given[name]
             segment.unlink()
             segment.close()
         self.segments = {}

@@ -15,6 +15,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 PREFIX = "deepdist-"
+MOVE_BLOCK = 64 << 20  # bytes copied out of a segment between releases of its pages (a multiple of pages)
 
 
 class Segment:
@@ -36,6 +37,26 @@ class Segment:
             return False
         return True
 
+    def move_out(self) -> np.ndarray:
+        """A private copy of the array, made block by block, each block's shared pages given back to the
+        system (MADV_REMOVE, Linux) once copied: the copy and the segment together never hold more than the
+        array and one block. Views of the segment read zeros afterwards. Call before ``unlink``."""
+        out = np.empty_like(self.array, order="C")
+        src, dst = self.array.reshape(-1).view(np.uint8), out.reshape(-1).view(np.uint8)
+        remove = getattr(mmap, "MADV_REMOVE", None)
+        # A mapping of our own to release pages through: SharedMemory keeps its mmap private.
+        pages = map_segment(self.name) if remove is not None else None
+        try:
+            for start in range(0, len(src), MOVE_BLOCK):
+                stop = min(len(src), start + MOVE_BLOCK)
+                dst[start:stop] = src[start:stop]
+                if pages is not None:
+                    pages.madvise(remove, start, stop - start)
+        finally:
+            if pages is not None:
+                pages.close()
+        return out
+
     def unlink(self) -> None:
         """Remove the segment's name; idempotent."""
         if self._owner is not None:
@@ -56,15 +77,18 @@ def create(array: np.ndarray, tag: str = "") -> Segment:
 
 def attach(name: str, dtype, shape) -> Segment:
     """Map an existing segment read-write without registering it with a resource tracker."""
+    return Segment(name, map_segment(name), np.dtype(dtype), tuple(shape))
+
+
+def map_segment(name: str) -> mmap.mmap:
+    """The whole segment ``name``, mapped read-write, registered with no resource tracker."""
     from _posixshmem import shm_open  # the POSIX call SharedMemory itself makes; public API registers
 
     fd = shm_open("/" + name, os.O_RDWR, mode=0o600)
     try:
-        size = os.fstat(fd).st_size
-        buffer = mmap.mmap(fd, size)
+        return mmap.mmap(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
-    return Segment(name, buffer, np.dtype(dtype), tuple(shape))
 
 
 def leftover(prefix: str = PREFIX) -> list:

@@ -75,6 +75,24 @@ def test_live_view_and_final_values_handed_back(no_leftover_shm):
     assert ps.params["w"] is original
 
 
+def test_without_copy_back_the_server_lets_go_of_the_given_arrays(no_leftover_shm):
+    import gc
+    import weakref
+
+    from deepdist import ParameterServer
+    params = {"w": np.full((300_000, 8), 2.0), "b": np.zeros(3)}  # w: 19 MB, moved out in several blocks
+    original = weakref.ref(params["w"])
+    with ParameterServer(params, shards=2, copy_back=False) as ps:
+        params.clear()  # the caller drops its arrays, as DeepDist does
+        gc.collect()
+        assert original() is None  # nothing of the server's kept them alive: their memory is free
+        with Client(ps.address) as client:
+            client.push({"w": np.ones((300_000, 8)), "b": np.arange(3.0)})
+    assert ps.params["w"].shape == (300_000, 8) and (ps.params["w"] == 3.0).all()
+    np.testing.assert_array_equal(ps.params["b"], np.arange(3.0))
+    ps.params["w"][0, 0] = 7.0  # private and writable
+
+
 def test_address_is_small_and_picklable(start_server):
     ps = start_server({"w": np.zeros((100_000, 100), np.float32), "b": np.zeros(100)}, shards=2)
     blob = pickle.dumps(ps.address)

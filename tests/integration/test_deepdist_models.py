@@ -88,6 +88,24 @@ def test_object_model_with_default_descent_and_original_api(spark_context):
     np.testing.assert_allclose(model.W, true_w, atol=0.05)
 
 
+def test_the_driver_holds_the_parameters_once_while_training(spark_context):
+    import gc
+    import weakref
+
+    model = types.SimpleNamespace(W=np.zeros(5), name="linear")
+    before = weakref.ref(model.W)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 5))
+    rdd = spark_context.parallelize(list(zip(x, x @ np.arange(5.0))), 2)
+    with DeepDist(model, params=["W"], progress=False) as dd:
+        gc.collect()
+        assert before() is None  # the model's own array is freed: its values live in shared memory only
+        dd.train(rdd, linear_gradient)
+        live = model.W.copy()
+    np.testing.assert_array_equal(model.W, live)  # the final values, in an ordinary array
+    assert model.W.any() and model.W.flags.writeable
+
+
 def push_nan(model, data):
     list(data)
     return {"W": np.full_like(model.W, np.nan)}
