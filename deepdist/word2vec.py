@@ -36,6 +36,7 @@ from gensim import matutils, utils
 from gensim.models import Word2Vec
 from gensim.models.word2vec_inner import MAX_WORDS_IN_BATCH, train_batch_cbow, train_batch_sg
 
+from . import kernels
 from .client import Client
 from .spark import PROGRESS, WORDS, progress_rows, unpack_model
 
@@ -237,7 +238,12 @@ class _Trainer:
             model.syn1neg = self.buffers["syn1neg"] = np.zeros((vocab, size), np.float32)
         if model.hs:
             model.syn1 = self.buffers["syn1"] = np.zeros((vocab, size), np.float32)
-            self.points = model.wv.expandos["point"]
+            # Every word's Huffman path (the syn1 rows it trains), flattened: word i's nodes are
+            # path_nodes[path_starts[i]:path_starts[i] + path_lengths[i]].
+            points = model.wv.expandos["point"]
+            self.path_lengths = np.fromiter(map(len, points), np.int64, len(points))
+            self.path_starts = np.cumsum(self.path_lengths) - self.path_lengths
+            self.path_nodes = np.concatenate(points).astype(np.int64)
         # model.random drives subsampling and negative draws, and the pool rng draws the pool. Seed both
         # per (model seed, epoch, partition): tasks differ from each other, and a rerun repeats itself.
         seeds = np.random.SeedSequence([job["seed"], job["epoch"], partition]).spawn(2)
@@ -270,12 +276,17 @@ class _Trainer:
                 rows["syn1neg"] = np.flatnonzero(touched)
         touched[:] = False
         if self.model.hs:
-            paths = [self.points[i] for i in rows["syn0"]]
-            rows["syn1"] = np.unique(np.concatenate(paths)).astype(np.int64) if paths else rows["syn0"][:0]
+            words, lengths = rows["syn0"], self.path_lengths[rows["syn0"]]
+            # All the chunk's paths in one gather: each node's offset in path_nodes is its word's start plus
+            # its position along the path.
+            offsets = (np.repeat(self.path_starts[words] - (np.cumsum(lengths) - lengths), lengths)
+                       + np.arange(lengths.sum()))
+            touched[self.path_nodes[offsets]] = True
+            rows["syn1"] = np.flatnonzero(touched)
+            touched[:] = False
         return rows, cum_table
-        return rows
 
-    def draw_pool(self, size) -> np.ndarray:
+    def draw_pool(self, size) -> tuple:
         """Draw ``size`` words as gensim draws negatives; return them and a cum_table in which only they have
         width, in proportion to how often each was drawn."""
         table = self.noise_table
@@ -346,8 +357,13 @@ class _Trainer:
         counts["loss"] += model.running_training_loss
         update = {PROGRESS: progress_rows(records=records, words=raw, updates=1)}
         for name, wanted in rows.items():
-            buffer = self.buffers[name]
-            delta = (buffer if wanted is None else buffer[wanted]) - pulled[name]
+            buffer, base = self.buffers[name], pulled[name]
+            if wanted is None:
+                delta = buffer - base
+            else:  # trained rows - pulled rows, with one temporary
+                delta = np.empty_like(base)
+                kernels.gather(buffer, wanted, delta)
+                np.subtract(delta, base, out=delta)
             changed = np.flatnonzero(delta.any(axis=1))  # e.g. words subsampling skipped: nothing to send
             if len(changed) == len(delta) and wanted is not None:
                 update[name] = (wanted, delta)
