@@ -70,10 +70,8 @@ class Client:
 
     def flush(self) -> None:
         """Return once every earlier push is applied; raise the first error any of them met."""
-        for shard, pending in enumerate(self.pending):
-            pushes = [seq for seq, op in pending if op == P.OP_PUSH]
-            if pushes:
-                self.read_replies(shard, pushes[-1])
+        for shard in range(len(self.pending)):
+            self.read_replies(shard, self.last_push(shard))
         self.raise_failures()
 
     def pull(self, names=None, rows=None) -> dict:
@@ -119,8 +117,7 @@ class Client:
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
                     targets[shard].append((name, selector))
         # The pushes sent before this pull to shards it does not read: result() waits for them too.
-        earlier = {shard: pushes[-1] for shard, pending in enumerate(self.pending) if shard not in per_shard
-                   for pushes in [[seq for seq, op in pending if op == P.OP_PUSH]] if pushes}
+        earlier = {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard}
         return PendingPull(self, self.request(P.OP_PULL, per_shard), shapes, targets, earlier)
 
     def stats(self) -> list:
@@ -237,6 +234,11 @@ class Client:
             pending.append((self.seq, op))
         return self.seq
 
+    def last_push(self, shard: int) -> int:
+        """The seq of the last push to ``shard`` still unanswered, or 0 (seqs start at 1, so reading replies
+        up to 0 reads none)."""
+        return next((seq for seq, op in reversed(self.pending[shard]) if op == P.OP_PUSH), 0)
+
     def await_reply(self, shard: int, seq: int) -> list:
         """The data frames of the reply to request ``seq`` from ``shard``, once they are in; a rejected pull or
         stats raises here."""
@@ -309,11 +311,10 @@ def assemble(dtype, shape, parts) -> np.ndarray:
     one frame is that frame, with no copy; one answered by several shards is copied together.
     """
     dtype = np.dtype(dtype)
-    n_rows = shape[0] if shape else 1
-    if len(parts) == 1 and len(parts[0][1]) == n_rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize:
+    if len(parts) == 1 and len(parts[0][1]) == int(np.prod(shape)) * dtype.itemsize:
         return np.frombuffer(parts[0][1], dtype).reshape(shape)
     out = np.empty(shape, dtype)
-    flat = out.reshape(n_rows, -1)
+    flat = out.reshape(shape[0], -1)
     for selector, frame in parts:
         values = np.frombuffer(frame, dtype)
         flat[selector] = values.reshape(-1, flat.shape[1])

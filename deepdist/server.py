@@ -23,7 +23,7 @@ import numpy as np
 
 from . import shm
 from .errors import DeepDistError, ShardDied
-from .sharding import ServerAddress, owned, plan
+from .sharding import WILDCARDS, ServerAddress, owned, plan
 
 log = logging.getLogger("deepdist.server")
 
@@ -62,7 +62,7 @@ class ParameterServer:
         self.copy_back = copy_back
         self.n_shards = shards
         self.host, self.port = host, port
-        self.advertise = advertise or (socket.getfqdn() if host in ("0.0.0.0", "*", "::") else host)
+        self.advertise = advertise or (socket.getfqdn() if host in WILDCARDS else host)
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
         self.check_finite = check_finite
         self.specs = plan(params, shards)
@@ -211,7 +211,8 @@ class ParameterServer:
                 process.stdout.close()
 
     def release(self) -> None:
-        """Copy the final values into the caller's arrays and unlink every segment."""
+        """Hand the final values back (into the caller's arrays, or moved out into new ones) and unlink
+        every segment."""
         for name, segment in self.segments.items():
             if self.given is None:
                 self.params[name] = segment.move_out()

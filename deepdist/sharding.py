@@ -12,6 +12,7 @@ import numpy as np
 
 # A parameter smaller than this is not cut: splitting it would only add a message per push.
 WHOLE_BELOW_BYTES = 64 * 1024
+WILDCARDS = ("0.0.0.0", "*", "::")  # bind addresses meaning every interface: no client can dial them
 
 
 @dataclass(frozen=True)

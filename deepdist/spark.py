@@ -17,6 +17,7 @@ import numpy as np
 
 from .client import Client
 from .models import is_word2vec, set_arrays
+from .sharding import WILDCARDS
 
 log = logging.getLogger("deepdist")
 
@@ -40,7 +41,6 @@ CONF_KEYS = {
 }
 DEFAULTS = {"host": None, "advertise": None, "port": 0, "shards": 2, "timeout": 60.0, "window": 32,
             "check_finite": True}
-WILDCARDS = ("0.0.0.0", "*", "::")
 
 
 def settings(spark_context, **given) -> dict:

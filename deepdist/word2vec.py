@@ -315,7 +315,7 @@ class _Trainer:
             rows = {}
         return chunk, records, rows, cum_table, client.pull_async(rows={**rows, PROGRESS: np.array([WORDS])})
 
-    def train_chunk(self, client, chunk, records, rows, cum_table, pull, previous=(0, {})) -> tuple:
+    def train_chunk(self, client, chunk, records, rows, cum_table, pull, previous) -> tuple:
         """Train one chunk from its pulled rows and push their change with the progress counts.
 
         previous: ``(raw words, update)`` of the chunk before, pushed after this chunk's pull was sent, so

@@ -27,6 +27,7 @@ from pathlib import Path
 
 MASTER = "org.apache.spark.deploy.master.Master"
 WORKER = "org.apache.spark.deploy.worker.Worker"
+POLL_INTERVAL = 0.2  # seconds between checks of a condition that has a deadline
 # Variables that would let executors or the driver find packages the job did not ship.
 SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV", "SPARK_HOME",
             "SPARK_CONF_DIR", "PYTHONSTARTUP", "PYTHONUSERBASE", "SPARK_NO_DAEMONIZE")
@@ -158,7 +159,7 @@ class Standalone:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{count} workers did not register with {self.url} within {timeout:g} s:\n"
                                    f"{self.logs()}")
-            time.sleep(0.25)
+            time.sleep(POLL_INTERVAL)
 
     def logs(self, tail: int = 40) -> str:
         out = []
@@ -179,14 +180,17 @@ class Standalone:
                 kill(int(pid_file.read_text().strip()))
             except (OSError, ValueError):
                 pass
-        deadline = time.monotonic() + 10  # let stopped workers end their executors themselves
-        while processes_under(self.root) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until_gone(self.root, 10)  # let stopped workers end their executors themselves
         for pid in processes_under(self.root):
             kill(pid)
-        deadline = time.monotonic() + 5
-        while processes_under(self.root) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until_gone(self.root, 5)
+
+
+def wait_until_gone(root: Path, seconds: float) -> None:
+    """Poll until no process lies under ``root``, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while processes_under(root) and time.monotonic() < deadline:
+        time.sleep(POLL_INTERVAL)
 
 
 def kill(pid: int) -> None:
