@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import struct
 import time
@@ -219,14 +220,14 @@ class Client:
             frames = [P.encode_request(op, self.address.server_id, self.client_id, self.seq,
                                        [item for item, _ in parts], scale)]
             frames += [frame for _, data in parts for frame in data]
-            too_big = [memoryview(frame).nbytes for frame in frames if memoryview(frame).nbytes > limit]
-            if too_big:
-                raise ValueError(f"a frame of {too_big[0]} bytes exceeds the server's limit of {limit} bytes: "
+            sizes = [memoryview(frame).nbytes for frame in frames]
+            if max(sizes) > limit:
+                raise ValueError(f"a frame of {max(sizes)} bytes exceeds the server's limit of {limit} bytes: "
                                  f"push fewer rows at a time")
             pending = self.pending[shard]
             while len(pending) >= self.window:
                 self.read_replies(shard, pending[0][0])
-            self.bytes_sent += sum(memoryview(frame).nbytes for frame in frames)
+            self.bytes_sent += sum(sizes)
             try:
                 self.sockets[shard].send_multipart(frames, copy=False)
             except zmq.Again:
@@ -254,9 +255,10 @@ class Client:
         socket, pending = self.sockets[shard], self.pending[shard]
         deadline = time.monotonic() + self.timeout
         while pending and pending[0][0] <= seq:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not socket.poll(remaining * 1000, zmq.POLLIN):
-                raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "reply")
+            if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # a reply already queued needs no poll
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not socket.poll(remaining * 1000, zmq.POLLIN):
+                    raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "reply")
             frames = socket.recv_multipart(copy=False)
             self.bytes_received += sum(len(frame) for frame in frames)
             reply = P.decode_reply(frames[0].buffer)
@@ -311,7 +313,7 @@ def assemble(dtype, shape, parts) -> np.ndarray:
     one frame is that frame, with no copy; one answered by several shards is copied together.
     """
     dtype = np.dtype(dtype)
-    if len(parts) == 1 and len(parts[0][1]) == int(np.prod(shape)) * dtype.itemsize:
+    if len(parts) == 1 and len(parts[0][1]) == math.prod(shape) * dtype.itemsize:
         return np.frombuffer(parts[0][1], dtype).reshape(shape)
     out = np.empty(shape, dtype)
     flat = out.reshape(shape[0], -1)

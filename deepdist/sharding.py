@@ -82,6 +82,14 @@ def split_by_owner(spec: ParamSpec, rows: np.ndarray):
     if len(spec.ranges) == 1:
         yield spec.ranges[0][0], slice(None)
         return
+    if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()):
+        # Sorted rows, the usual case (word2vec's rows come from np.flatnonzero): a binary search per range
+        # boundary instead of an owner lookup per row. Rows are known to be below n_rows.
+        cuts = rows.searchsorted([lo for _, lo, _ in spec.ranges] + [spec.n_rows]).tolist()
+        for (shard, _, _), lo, hi in zip(spec.ranges, cuts[:-1], cuts[1:]):
+            if hi > lo:
+                yield shard, slice(lo, hi)
+        return
     owner = np.searchsorted(spec.bounds, rows, side="right")
     if np.all(owner[:-1] <= owner[1:]):
         cuts = np.searchsorted(owner, np.arange(len(spec.ranges) + 1))

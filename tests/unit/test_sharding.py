@@ -28,6 +28,9 @@ def test_plan_cuts_large_and_deals_small_parameters_whole():
 
 @pytest.mark.parametrize("rows", [
     np.array([0, 1, 4999, 5000, 9999]),            # sorted: slices
+    np.array([0, 0, 4999, 4999, 5000, 5000]),      # sorted with repeats, on both sides of the boundary
+    np.array([5000, 9999]),                        # sorted, all on the second shard
+    np.array([4, 0, 7000, 5000]),                  # grouped by owner but not sorted: slices
     np.array([9999, 0, 5000, 3, 5000, 3, 7000]),   # unsorted with repeats: index arrays
     np.array([6000, 6001]),                        # one owner only
     np.array([], np.int64),
@@ -42,3 +45,5 @@ def test_split_by_owner_partitions_rows_by_range(rows):
         assert np.all((part >= lo) & (part < hi))
         seen.extend(np.arange(len(rows))[selector].tolist())
     assert sorted(seen) == list(range(len(rows)))
+    if len(rows) and np.all(np.diff(np.searchsorted(spec.bounds, rows, side="right")) >= 0):
+        assert all(isinstance(selector, slice) for _, selector in split_by_owner(spec, rows))
