@@ -364,7 +364,7 @@ class _Trainer:
                 delta = np.empty_like(base)
                 kernels.gather(buffer, wanted, delta)
                 np.subtract(delta, base, out=delta)
-            changed = np.flatnonzero(delta.any(axis=1))  # e.g. words subsampling skipped: nothing to send
+            changed = kernels.nonzero_rows(delta)  # e.g. words subsampling skipped: nothing to send
             if len(changed) == len(delta) and wanted is not None:
                 update[name] = (wanted, delta)
             elif len(changed):
