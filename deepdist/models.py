@@ -122,9 +122,10 @@ class PackedArrays:
                 and all(isinstance(a, np.ndarray) and a.ndim == 1 for a in arrays)
                 and len({a.dtype for a in arrays}) == 1):
             return _identity, (arrays,)  # not the layout packing is for: ship it as it is
-        first = {}  # id of each distinct array -> its position among the distinct ones
-        index = np.fromiter((first.setdefault(id(a), len(first)) for a in arrays), np.int64, len(arrays))
-        distinct = list({id(a): a for a in arrays}.values())  # in order of first appearance, as numbered
+        numbered = {}  # id of each distinct array -> (its number, in order of first appearance; the array)
+        index = np.fromiter((numbered.setdefault(id(a), (len(numbered), a))[0] for a in arrays), np.int64,
+                            len(arrays))
+        distinct = [a for _, a in numbered.values()]
         lengths = np.fromiter(map(len, distinct), np.int64, len(distinct))
         return unpack_arrays, (np.concatenate(distinct), _narrow(lengths), _narrow(index))
 
