@@ -139,13 +139,15 @@ cdef inline void _axpy_kernel(floating *dst, const floating *src, floating alpha
         _axpy_f64(<char *>dst, <const char *>src, alpha, n)
 
 
-cdef Py_ssize_t _first_bad_row(const int64_t *rows, Py_ssize_t n,
-                               Py_ssize_t n_rows) noexcept nogil:
-    """min{i : not 0 <= rows[i] < n_rows}, or -1 if every row is in range."""
+cdef Py_ssize_t _first_bad_row(const int64_t *rows, Py_ssize_t n, int64_t lo,
+                               int64_t hi) noexcept nogil:
+    """min{i : not lo <= rows[i] < hi}, or -1 if every row is in range (0 <= lo <= hi)."""
     cdef Py_ssize_t i
+    cdef uint64_t width = <uint64_t>(hi - lo)
     for i in range(n):
-        # One unsigned compare catches negative rows too.
-        if <uint64_t>_load(rows, i) >= <uint64_t>n_rows:
+        # One unsigned compare catches both sides: below lo, the difference wraps
+        # around to more than any width (unsigned arithmetic wraps by definition).
+        if <uint64_t>_load(rows, i) - <uint64_t>lo >= width:
             return i
     return -1
 
@@ -250,7 +252,7 @@ cdef int _scatter_add(floating[:, ::1] dst, const int64_t[::1] rows,
     if n == 0:
         return 0
     with nogil:
-        bad = _first_bad_row(&rows[0], n, dst.shape[0])
+        bad = _first_bad_row(&rows[0], n, 0, dst.shape[0])
     if bad >= 0:
         _raise_bad_row("scatter_add", rows, bad, dst.shape[0])
     if dst.shape[1]:
@@ -268,7 +270,7 @@ cdef int _gather(const floating[:, ::1] src, const int64_t[::1] rows,
     if n == 0:
         return 0
     with nogil:
-        bad = _first_bad_row(&rows[0], n, src.shape[0])
+        bad = _first_bad_row(&rows[0], n, 0, src.shape[0])
     if bad >= 0:
         _raise_bad_row("gather", rows, bad, src.shape[0])
     if src.shape[1]:
@@ -383,6 +385,24 @@ def gather(src, rows, out):
         _gather[cython.float](src, rows, out)
     else:
         _gather[cython.double](src, rows, out)
+
+
+def first_row_outside(rows, lo, hi):
+    """The position of the first of the int64 ``rows`` outside [lo, hi), or -1 if none is.
+
+    rows: 1-D contiguous int64 array.  Needs 0 <= lo <= hi (ValueError otherwise).
+    One pass in C: what a shard checks a request's rows against the range it owns with.
+    """
+    _check_rows("first_row_outside", rows)
+    cdef const int64_t[::1] view = rows
+    cdef int64_t low = lo, high = hi
+    cdef Py_ssize_t bad = -1
+    if not 0 <= low <= high:
+        raise ValueError(f"first_row_outside: need 0 <= lo <= hi, got lo={lo} hi={hi}")
+    if view.shape[0]:
+        with nogil:
+            bad = _first_bad_row(&view[0], view.shape[0], low, high)
+    return bad
 
 
 def nonzero_rows(src):

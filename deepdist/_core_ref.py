@@ -9,7 +9,7 @@ outputs), with the ValueError messages Cython uses for those.
 """
 import numpy as np
 
-__all__ = ["all_finite", "axpy", "gather", "nonzero_rows", "scatter_add"]
+__all__ = ["all_finite", "axpy", "first_row_outside", "gather", "nonzero_rows", "scatter_add"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -93,6 +93,16 @@ def gather(src, rows, out):
                          f"expected (len(rows), src.shape[1]) = ({rows.shape[0]}, {src.shape[1]})")
     _check_bounds("gather", rows, src.shape[0])
     np.take(src, rows, axis=0, out=out)
+
+
+def first_row_outside(rows, lo, hi):
+    """The position of the first of the int64 ``rows`` outside [lo, hi), or -1 if none is."""
+    _check_rows("first_row_outside", rows)
+    rows = _view(rows, 1)
+    if not 0 <= lo <= hi:
+        raise ValueError(f"first_row_outside: need 0 <= lo <= hi, got lo={lo} hi={hi}")
+    outside = np.flatnonzero((rows < lo) | (rows >= hi))
+    return int(outside[0]) if len(outside) else -1
 
 
 def nonzero_rows(src):

@@ -169,11 +169,11 @@ class Client:
         rows = np.asarray(rows)
         if rows.ndim != 1 or not (rows.dtype.kind in "iu" or rows.size == 0):
             raise TypeError(f"rows for '{spec.name}' must be a 1-D integer array, got {rows.dtype} {rows.shape}")
-        rows = rows.astype(P.ROW_DTYPE, copy=False)
-        if rows.size and (rows.min() < 0 or rows.max() >= spec.n_rows):
+        rows = np.ascontiguousarray(rows, P.ROW_DTYPE)
+        if kernels.first_row_outside(rows, 0, spec.n_rows) >= 0:
             raise IndexError(f"rows for '{spec.name}' must be in [0, {spec.n_rows}), got "
                              f"[{rows.min()}, {rows.max()}]")
-        return np.ascontiguousarray(rows)
+        return rows
 
     def check_rows(self, spec, rows, values):
         rows = self.check_row_indices(spec, rows)

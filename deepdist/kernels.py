@@ -12,15 +12,15 @@ the NumPy kernels on purpose.
 """
 import os
 
-__all__ = ["IMPLEMENTATION", "all_finite", "axpy", "gather", "nonzero_rows", "scatter_add"]
+__all__ = ["IMPLEMENTATION", "all_finite", "axpy", "first_row_outside", "gather", "nonzero_rows", "scatter_add"]
 
 if os.environ.get("DEEPDIST_PURE_PYTHON") == "1":
-    from ._core_ref import all_finite, axpy, gather, nonzero_rows, scatter_add
+    from ._core_ref import all_finite, axpy, first_row_outside, gather, nonzero_rows, scatter_add
 
     IMPLEMENTATION = "numpy"
 else:
     try:
-        from ._core import all_finite, axpy, gather, nonzero_rows, scatter_add
+        from ._core import all_finite, axpy, first_row_outside, gather, nonzero_rows, scatter_add
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}._core":
             raise

@@ -9,7 +9,7 @@ JSON of a STATS reply.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -74,8 +74,9 @@ class ProtocolError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Request:
+# Named tuples rather than dataclasses: a shard and a client build several per request, and a frozen
+# dataclass costs several times as much to create.
+class Request(NamedTuple):
     op: int
     server_id: int
     client_id: int
@@ -89,8 +90,7 @@ class Request:
                 f"scale={self.scale:g} [{items}]")
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     param: int
     kind: int
     dtype: int
@@ -100,8 +100,7 @@ class Item:
         return f"param {self.param} {KINDS.get(self.kind, self.kind)} {self.n_rows} rows"
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     op: int
     status: int
     n_items: int
@@ -155,7 +154,7 @@ def decode_request(header, n_frames: int) -> Request:
     if len(header) != expected:
         raise ProtocolError(ERR_MALFORMED, f"header frame is {len(header)} bytes, {n_items} items need "
                                            f"exactly {expected}")
-    items = tuple(Item(*ITEM.unpack_from(header, REQUEST.size + i * ITEM.size)) for i in range(n_items))
+    items = tuple(map(Item._make, ITEM.iter_unpack(header[REQUEST.size:])))
     for item in items:
         if item.kind not in KINDS:
             raise ProtocolError(ERR_OP, f"unknown item kind {item.kind}")

@@ -215,9 +215,9 @@ class Shard:
             raise P.ProtocolError(P.ERR_MALFORMED, f"row index frame of '{param.name}' is {len(frame)} bytes, "
                                                    f"{n_rows} int64 rows need {n_rows * P.ROW_DTYPE.itemsize}")
         rows = np.frombuffer(frame.buffer, P.ROW_DTYPE)
-        if n_rows and (rows.min() < param.lo or rows.max() >= param.hi):
-            bad = rows[(rows < param.lo) | (rows >= param.hi)][0]
-            raise P.ProtocolError(P.ERR_ROWS, f"row {bad} of '{param.name}' is outside the rows "
+        bad = kernels.first_row_outside(rows, param.lo, param.hi)
+        if bad >= 0:
+            raise P.ProtocolError(P.ERR_ROWS, f"row {rows[bad]} of '{param.name}' is outside the rows "
                                               f"[{param.lo}, {param.hi}) that shard {self.index} owns")
         return rows
 
@@ -245,13 +245,11 @@ class Shard:
                     return  # end of file: the server asked us to stop, or it is gone
                 for line in lines:
                     print(self.command(json.loads(line)), flush=True)
-            if socket in events:
-                while True:  # drain what is queued before polling again
-                    try:
-                        frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    socket.send_multipart([frames[0]] + self.handle(frames[1:]), copy=False)
+            # Drain what is queued before polling again. Asking ZMQ_EVENTS costs less than a non-blocking
+            # recv that ends in zmq.Again, an exception each time the queue runs dry.
+            while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = socket.recv_multipart(copy=False)
+                socket.send_multipart([frames[0]] + self.handle(frames[1:]), copy=False)
 
     def command(self, command: dict) -> str:
         """Carry out a command from the server's pipe; the answer line for it."""

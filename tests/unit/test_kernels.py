@@ -222,6 +222,43 @@ def test_gather_shape_and_dtype_mismatch(impl, dtype):
         impl.gather(np.ones((4, 3), dtype), rows(0, 1), np.zeros((2, 3), other(dtype)))
 
 
+# --- first_row_outside -------------------------------------------------------
+@pytest.mark.parametrize("values, lo, hi, expected", [
+    ((5, 6, 9), 5, 10, -1),                 # both ends of the range inside
+    ((5, 10, 6), 5, 10, 1),                 # hi itself is outside
+    ((7, 4), 5, 10, 1),                     # just below lo
+    ((7, -1, 99), 5, 10, 1),                # negative
+    ((-2**63, 7), 0, 10, 0),                # the most negative int64: no wrap-around into the range
+    ((2**63 - 1,), 0, 10, 0),
+    ((), 5, 10, -1),
+    ((5,), 5, 5, 0),                        # an empty range holds nothing
+])
+def test_first_row_outside(impl, values, lo, hi, expected):
+    assert impl.first_row_outside(rows(*values), lo, hi) == expected
+
+
+def test_first_row_outside_unaligned_readonly(impl):
+    # As a shard calls it: on a received frame, at any address, read-only.
+    assert impl.first_row_outside(unaligned_readonly(rows(3, 4, 12, 5)), 3, 12) == 2
+
+
+def test_first_row_outside_rejects_bad_input(impl):
+    with pytest.raises(TypeError, match="int64"):
+        impl.first_row_outside(np.array([1, 2], np.int32), 0, 5)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        impl.first_row_outside(rows(1), 5, 4)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        impl.first_row_outside(rows(1), -1, 4)
+
+
+def test_first_row_outside_matches_twin(core, ref):
+    values = np.random.default_rng(3).integers(-50, 2000, 100_000).astype(np.int64)
+    for lo, hi in ((0, 2000), (-0, 1000), (500, 1500), (0, 0)):
+        assert core.first_row_outside(values, lo, hi) == ref.first_row_outside(values, lo, hi)
+    inside = np.clip(values, 0, 1999)
+    assert core.first_row_outside(inside, 0, 2000) == ref.first_row_outside(inside, 0, 2000) == -1
+
+
 # --- nonzero_rows -------------------------------------------------------------
 
 def test_nonzero_rows_special_values(impl, dtype):
