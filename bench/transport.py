@@ -8,7 +8,7 @@ Two baselines run beside deepdist, in the same run:
 - raw pyzmq + numpy, the least a parameter server must do: the same ROUTER processes, but they also apply
   each push to an array with numpy (`np.add(dst, values, out=dst)`, or `dst[rows] += values` for sparse
   updates, whose rows here are unique) and answer each pull with fresh values (`part.copy()`, or
-  `np.take(array, rows, axis=0)`). No validation, no finite check, no per-client sequence numbers.
+  `np.take(array, rows, axis=0)` with the rows the request carried). No validation, no finite check, no per-client sequence numbers.
 
 deepdist's figures include everything it does: cutting the update by owner, validating every frame, the
 finite check, applying the update to shared memory, copying pulled rows. Throughput is GB/s of parameter
@@ -38,12 +38,12 @@ MB = 1 << 20
 ACK = b"\0" * 24     # the size of a deepdist reply header
 
 
-def raw_server(ready, port_out, pull_bytes, array_rows, rows):
+def raw_server(ready, port_out, pull_bytes, array_rows):
     """A ROUTER that acknowledges every message, or answers with ``pull_bytes`` ready-made bytes.
 
     With ``array_rows`` it is the numpy baseline: it holds an array of that many rows and applies each push
-    to it (``rows``: sparse pushes carry their rows in a frame), or answers each pull with a fresh copy of
-    its rows (``rows``: the rows a sparse pull asks for).
+    to it, or answers each pull with a fresh copy of its rows. Sparse pushes and pulls carry their rows in
+    a frame after the header, as deepdist's do.
     """
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
@@ -57,7 +57,8 @@ def raw_server(ready, port_out, pull_bytes, array_rows, rows):
         if bytes(frames[1].buffer[:4]) == b"STOP":
             break
         if array is not None and answer is not None:  # numpy pull
-            answer = array.copy() if rows is None else np.take(array, rows, axis=0)
+            answer = (array.copy() if len(frames) == 2
+                      else np.take(array, np.frombuffer(frames[2].buffer, np.int64), axis=0))
         elif array is not None:  # numpy push: [identity, header, (rows), values]
             values = np.frombuffer(frames[-1].buffer, np.float32).reshape(-1, DIM)
             if len(frames) == 4:
@@ -73,15 +74,15 @@ def raw_server(ready, port_out, pull_bytes, array_rows, rows):
 class RawServers:
     """``n`` raw ROUTER processes; ``sockets`` are connected DEALERs, one per server.
 
-    ``array_rows`` and ``rows`` (one entry per server) make them the numpy baseline; see ``raw_server``.
+    ``array_rows`` (one entry per server) makes them the numpy baseline; see ``raw_server``.
     """
 
-    def __init__(self, n, pull_bytes=0, array_rows=None, rows=None):
+    def __init__(self, n, pull_bytes=0, array_rows=None):
         context = multiprocessing.get_context("spawn")
         self.processes, ports = [], [context.Queue() for _ in range(n)]
         ready = [context.Event() for _ in range(n)]
         for i in range(n):
-            args = (ready[i], ports[i], pull_bytes, array_rows[i] if array_rows else 0, rows[i] if rows else None)
+            args = (ready[i], ports[i], pull_bytes, array_rows[i] if array_rows else 0)
             process = context.Process(target=raw_server, args=args, daemon=True)
             process.start()
             self.processes.append(process)
@@ -179,15 +180,18 @@ def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(n_rows, rows_in_pull, replace=False)) if sparse else None
     params = {"w": rng.standard_normal((n_rows, DIM)).astype(np.float32)}
-    if sparse:  # the numpy servers hold the whole array and answer with their part of the rows
-        array_rows, server_rows = [n_rows] * shards, np.array_split(rows, shards)
+    # The baselines' requests: a header, and for a sparse pull that server's part of the rows (as deepdist's
+    # carry them); the numpy servers then hold the whole array and answer with the rows asked for.
+    if sparse:
+        array_rows = [n_rows] * shards
+        requests = [[b"\0" * 56, part] for part in np.array_split(rows.astype(np.int64), shards)]
     else:
-        array_rows, server_rows = [len(p) for p in np.array_split(np.arange(n_rows), shards)], None
+        array_rows = [len(p) for p in np.array_split(np.arange(n_rows), shards)]
+        requests = [[b"\0" * 56]] * shards
     with ParameterServer(params, shards=shards) as ps:
         with Client(ps.address, window=WINDOW) as client:
             raw = RawServers(shards, pull_bytes=update_bytes // shards)
-            with_numpy = RawServers(shards, pull_bytes=update_bytes // shards, array_rows=array_rows,
-                                    rows=server_rows)
+            with_numpy = RawServers(shards, pull_bytes=update_bytes // shards, array_rows=array_rows)
             try:
                 def run_deepdist():
                     for _ in range(count):
@@ -196,8 +200,8 @@ def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
                 def asker(servers):
                     def run():  # like a pull: ask every shard, then wait for every answer
                         for _ in range(count):
-                            for socket in servers.sockets:
-                                socket.send_multipart([b"\0" * 56])
+                            for socket, request in zip(servers.sockets, requests):
+                                socket.send_multipart(request, copy=False)
                             for socket in servers.sockets:
                                 receive(socket)
                     return run
