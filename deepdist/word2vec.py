@@ -291,8 +291,14 @@ class _Trainer:
         width, in proportion to how often each was drawn."""
         table = self.noise_table
         pool = np.searchsorted(table, self.rng.integers(0, int(table[-1]), size), side="left")  # = bisect_left
-        cumulative = np.cumsum(np.bincount(pool, minlength=len(table)), dtype=np.float64)
-        return pool, np.round(cumulative * (float(table[-1]) / cumulative[-1])).astype(np.uint32)
+        words, draws = np.unique(pool, return_counts=True)
+        cumulative = np.cumsum(draws, dtype=np.float64)
+        steps = np.round(cumulative * (float(table[-1]) / cumulative[-1])).astype(np.uint32)
+        # Entry i is the step of the last pool word <= i (0 before the first): a run of equal values per pool
+        # word. Built from the pool's distinct words, not from per-word counts over the whole vocabulary,
+        # which cost 15 ms a chunk at a million words.
+        runs = np.diff(words, prepend=0, append=len(table))
+        return pool, np.repeat(np.concatenate(([0], steps)).astype(np.uint32), runs)
 
     def train(self, client, chunks) -> None:
         """Train ``chunks`` (of ``_chunks``) one after another. Each chunk's rows are pulled while the chunk

@@ -164,6 +164,21 @@ def test_a_chunk_changes_only_the_rows_it_pulls_and_pushes_exact_deltas(sentence
         assert len(pulled["syn1neg"]) == len(model.wv)
 
 
+def test_negative_pool_table_gives_width_to_pool_words_only(sentences, spark_context):
+    model, _, _, trainer = one_task(spark_context, sentences, dict(sg=1, negative=5, hs=0), 10_000, 300)
+    full = trainer.noise_table
+    pool, table = trainer.draw_pool(300)
+    assert table.dtype == np.uint32 and len(table) == len(full) and table[-1] == full[-1]
+    width = np.diff(table.astype(np.int64), prepend=0)
+    words, draws = np.unique(pool, return_counts=True)
+    assert set(np.flatnonzero(width)) == set(words)  # the pool's words and nothing else can be drawn
+    # each one's width in proportion to how often it was drawn (to rounding: +-1 per step)
+    np.testing.assert_allclose(width[words], draws * (full[-1] / len(pool)), atol=2)
+    # and gensim's draw, bisect_left(table, x) for x below table[-1], lands on pool words (or row 0)
+    drawn = np.searchsorted(table, np.random.default_rng(1).integers(0, int(table[-1]), 10_000), side="left")
+    assert np.isin(drawn, np.append(words, 0)).all()
+
+
 def test_pulls_ahead_lose_none_of_the_tasks_own_work(sentences, start_server, spark_context):
     """Each chunk's rows are pulled while the chunk before trains, so the pull misses that chunk's push. The
     task adds it back: after many chunks its buffers hold exactly the server's rows, and the server holds
