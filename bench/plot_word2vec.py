@@ -45,7 +45,7 @@ def plot(results, out):
         for label in axis.get_xticklabels():
             label.set_horizontalalignment("right")
     figure.suptitle(f"word2vec on {config['corpus']}: {config['words']:,} words x {config['epochs']} epoch(s), "
-                    f"d=100, window 5, min_count 5 (blue: negative 5, orange: hierarchical softmax)", fontsize=9)
+                    f"d=100, window 5, min_count {config['common']['min_count']} (blue: negative 5, orange: hierarchical softmax)", fontsize=9)
     figure.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ Systems (``--systems``, comma-separated, run in that order):
   mllib            pyspark.ml.feature.Word2Vec, numPartitions 2       skip-gram, hierarchical softmax, no sampling
   gensim-hs        gensim configured like MLlib (hs=1, negative=0, sample=0)
   deepdist-hs      deepdist configured like MLlib
-All use d=100, window 5, min_count 5, alpha 0.025, seed 1.
+All use d=100, window 5, min_count 5 (--min-count), alpha 0.025, seed 1.
 
 words/s = raw corpus words x epochs / wall seconds of training. Excluded and reported apart: building the
 vocabulary (gensim's build_vocab on the driver for gensim and the 2014 design, deepdist's Spark word count;
@@ -115,6 +115,7 @@ def evaluate(kv) -> dict:
 class Bench:
     def __init__(self, args, sentences):
         self.args, self.sentences = args, sentences
+        self.common = dict(COMMON, min_count=args.min_count)  # the hyperparameters every system shares
         self.words = count_words(sentences)
         self.spark = self.sc = None
         self.rdds = {}
@@ -185,7 +186,7 @@ class Bench:
 
         key = tuple(sorted(settings.items()))
         if key not in self.vocab_cache:
-            model = Word2Vec(**COMMON, **settings, seed=self.args.seed, workers=workers)
+            model = Word2Vec(**self.common, **settings, seed=self.args.seed, workers=workers)
             started = time.perf_counter()
             model.build_vocab(self.sentences)
             self.vocab_cache[key] = (model, time.perf_counter() - started)
@@ -209,7 +210,7 @@ class Bench:
 
         rdd = self.rdd(self.sentences, self.args.partitions)
         started = time.perf_counter()
-        model = dw2v.build_model(rdd, **COMMON, **SETTINGS[name], seed=self.args.seed)
+        model = dw2v.build_model(rdd, **self.common, **SETTINGS[name], seed=self.args.seed)
         vocab_s = time.perf_counter() - started
         self.warm_python_workers()
         started = time.perf_counter()
@@ -264,9 +265,9 @@ class Bench:
         frame.count()
         load_s = time.perf_counter() - started
         before = max([stage["id"] for stage in self.stages()], default=-1)
-        params = dict(vectorSize=COMMON["vector_size"], windowSize=COMMON["window"],
-                      minCount=COMMON["min_count"], numPartitions=2, maxIter=self.args.epochs,
-                      stepSize=COMMON["alpha"], seed=self.args.seed, inputCol="text", outputCol="vector")
+        params = dict(vectorSize=self.common["vector_size"], windowSize=self.common["window"],
+                      minCount=self.common["min_count"], numPartitions=2, maxIter=self.args.epochs,
+                      stepSize=self.common["alpha"], seed=self.args.seed, inputCol="text", outputCol="vector")
         started, wall = time.perf_counter(), time.time()
         fitted = SparkWord2Vec(**params).fit(frame)
         fit_s = time.perf_counter() - started
@@ -280,7 +281,7 @@ class Bench:
         train_s = fit_s - (vocab_s or 0.0)
         rows = fitted.getVectors().collect()
         frame.unpersist()
-        kv = KeyedVectors(COMMON["vector_size"])
+        kv = KeyedVectors(self.common["vector_size"])
         kv.add_vectors([row["word"] for row in rows],
                        np.array([row["vector"].toArray() for row in rows], dtype=np.float32))
         return {"vocab_s": vocab_s, "train_s": train_s, "words": self.words * self.args.epochs,
@@ -294,7 +295,7 @@ class Bench:
         runner = {"gensim": self.run_gensim, "gensim-hs": self.run_gensim, "deepdist": self.run_deepdist,
                   "deepdist-hs": self.run_deepdist, "legacy2014": self.run_legacy,
                   "legacy2014-fine": self.run_legacy, "mllib": self.run_mllib}[name]
-        row = {"system": name, "settings": dict(COMMON, **SETTINGS[name]), "epochs": self.args.epochs}
+        row = {"system": name, "settings": dict(self.common, **SETTINGS[name]), "epochs": self.args.epochs}
         print(f"--- {name} ...", flush=True)
         load = os.getloadavg()
         try:
@@ -395,6 +396,8 @@ def main(argv=None):
     parser.add_argument("--legacy-max-words", type=int, default=None,
                         help="train legacy2014-fine on the first N words only, to bound its runtime (its quality "
                              "is then not comparable; words/s is)")
+    parser.add_argument("--min-count", type=int, default=COMMON["min_count"],
+                        help="every system's minimum word count: the vocabulary's size (default: %(default)s)")
     parser.add_argument("--partitions", type=int, default=2, help="RDD partitions (default: %(default)s)")
     parser.add_argument("--chunk-words", type=int, default=10_000,
                         help="deepdist's words between syncs, and legacy2014-fine's words per partition "
@@ -439,7 +442,8 @@ def main(argv=None):
     rows = [combine([run for run in runs if run["system"] == name]) for name in systems]
 
     print()
-    print(f"word2vec, {corpus}, {bench.words:,} words x {args.epochs} epoch(s); d=100, window 5, min_count 5")
+    print(f"word2vec, {corpus}, {bench.words:,} words x {args.epochs} epoch(s); d=100, window 5, "
+          f"min_count {args.min_count}")
     print_table(["system", "settings", "parts", "vocab s", "train s", "words/s", "range", "WS353", "WS OOV %",
                  "analogy % (n)", "MB wire", "vocab"], table_rows(rows))
     checks = goals(rows)
@@ -455,7 +459,7 @@ def main(argv=None):
                    "max_words": args.max_words, "legacy_max_words": args.legacy_max_words,
                    "partitions": args.partitions, "chunk_words": args.chunk_words, "seed": args.seed,
                    "repeat": args.repeat,
-                   "common": COMMON, "systems": systems},
+                   "common": bench.common, "systems": systems},
         "loadavg_start": loadavg_start, "loadavg_end": loadavg_end,
         "corpus_load_s": load_s, "spark_start_s": spark_s,
         "results": rows, "goals": checks,
