@@ -12,7 +12,9 @@ import numpy as np
 def add_common_args(parser, default_json):
     parser.add_argument("--repeat", type=int, default=21,
                         help="timed runs per measurement, after one warm-up run (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=Path(default_json), metavar="PATH",
+    # The default is the project's bench/results/, wherever the script is run from.
+    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent.parent / default_json,
+                        metavar="PATH",
                         help="where to write the results as JSON (default: %(default)s)")
 
 
