@@ -302,7 +302,7 @@ def keep_freed_memory() -> bool:
     libzmq receives every message into a fresh malloc'd buffer, and a push is freed once applied. glibc's
     defaults serve large buffers with mmap, or trim the heap once a burst of queued pushes is freed, so
     the next buffers come back as fresh pages: the kernel zeroes them and faults them in one by one while
-    the I/O thread copies the message in. That was ~10% of a shard's CPU under 1 MB pushes. Buffers up to
+    the I/O thread copies the message in: about 30% of a shard's CPU under 1 MB pushes. Buffers up to
     32 MB now come from the heap, and the heap keeps up to 256 MB of freed memory for the next ones.
     No-op where the C library has no mallopt (macOS, musl).
     """
