@@ -99,14 +99,16 @@ class DeepDist:
                "client": self.client_options}
         return self.run(rdd, gradient_task, job, descent)
 
-    def run(self, rdd, task, job: dict, descent=None) -> dict:
+    def run(self, rdd, task, job: dict, descent=None, parts=None) -> dict:
         """Run ``task(model_broadcast, job, partition_index, iterator)`` over every partition; add up the dicts
-        the tasks yield. The model goes out once per job as a broadcast, without its parameter arrays."""
+        the tasks yield. The model goes out once per job as a broadcast, without its parameter arrays.
+        parts: how many passes over a partition the tasks report done in all, for the progress line (default:
+        one per partition)."""
         context = rdd.context
         model = context.broadcast(pickle_function(strip(self.model, self.names)))
         self.server.set_descent(None if descent is None else DescentKeepingProgress(descent))
         started = time.monotonic()
-        reporter = Progress(self, rdd.getNumPartitions()) if self.progress else None
+        reporter = Progress(self, parts or rdd.getNumPartitions()) if self.progress else None
         try:
             results = rdd.mapPartitionsWithIndex(lambda index, data: task(model, job, index, data)).collect()
         finally:

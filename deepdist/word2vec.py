@@ -139,7 +139,7 @@ def build_model(rdd, vector_size=100, window=5, min_count=5, sg=1, negative=5, h
 
 # -- training -----------------------------------------------------------------------------------------------
 def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=2000, start_alpha=None,
-          end_alpha=None, compute_loss: bool = False) -> dict:
+          end_alpha=None, compute_loss: bool = False, keep_words: int = 1_000_000) -> dict:
     """Train ``dd.model`` (a gensim Word2Vec served by ``dd``) on ``rdd`` (token lists) for ``epochs`` passes.
 
     chunk_words: raw words a task trains between syncs. Smaller chunks mean less staleness but more
@@ -150,6 +150,10 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
     start_alpha, end_alpha: the learning rate, decayed linearly over ``epochs`` passes by global progress
         (default: the model's ``alpha`` and ``min_alpha``).
     compute_loss: add gensim's training loss of every task to the summary as 'loss'.
+    keep_words: with several epochs, partitions of at most this many words (judged by the model's
+        ``corpus_total_words`` over the RDD's partitions) are kept in memory by their task, which trains
+        every epoch on them: one Spark task per partition rather than one per partition and epoch. A Spark
+        task costs 100-150 core-ms of Spark's own time, and a kept word about 65 bytes. 0: never keep.
     Returns the summary of all epochs: partitions, records (sentences), words (raw), effective_words
     (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall).
     """
@@ -161,6 +165,8 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
                          "build_model(rdd) or model.build_vocab(sentences) before DeepDist(model)")
     if chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
         raise ValueError("chunk_words and negative_pool must be positive")
+    partitions = rdd.getNumPartitions()
+    keep = epochs > 1 and model.corpus_total_words <= keep_words * partitions
     job = {"address": dd.address, "client": dd.client_options, "chunk_words": chunk_words,
            "negative_pool": negative_pool if model.negative else None, "compute_loss": compute_loss,
            "start_alpha": model.alpha if start_alpha is None else start_alpha,
@@ -168,27 +174,38 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
            # The server's word counter keeps counting across jobs: the schedule starts from where it is now.
            "words_before": float(dd.progress_counts()[WORDS]),
            "total_words": float(model.corpus_total_words) * epochs, "seed": model.seed,
-           "partitions": rdd.getNumPartitions()}
-    # All epochs in one Spark job, over the RDD repeated ``epochs`` times (a union shares rdd's cache): a core
-    # that finishes its partition starts on the next epoch's instead of idling until the slowest task of the
-    # epoch ends, and the job's start-up is paid once. Spark starts tasks in partition order, so epochs still
-    # run one after another; the learning rate follows the global word count either way.
+           "partitions": partitions, "epochs_in_task": epochs if keep else 1}
+    if keep:  # small partitions: each task keeps its partition and trains every epoch on it
+        return dd.run(rdd, _train_partition, job, parts=partitions * epochs)
+    # Large partitions: all epochs in one Spark job, over the RDD repeated ``epochs`` times (a union shares
+    # rdd's cache). A core that finishes its partition starts on the next epoch's instead of idling until
+    # the slowest task of the epoch ends, and the job's start-up is paid once. Spark starts tasks in
+    # partition order, so epochs still run one after another; the learning rate follows the global word
+    # count either way.
     passes = rdd.context.union([rdd] * epochs) if epochs > 1 else rdd
     return dd.run(passes, _train_partition, job)
 
 
 def _train_partition(model_broadcast, job, index, sentences):
-    """The Spark task: train one partition chunk by chunk, syncing with the server after each chunk."""
+    """The Spark task: train one partition chunk by chunk, syncing with the server after each chunk; every
+    epoch on it if ``job["epochs_in_task"]`` says so, else the one epoch its index in the union names."""
     started = time.monotonic()
-    epoch, partition = divmod(index, job["partitions"])
-    trainer = _Trainer(unpack_model(model_broadcast), dict(job, epoch=epoch), partition)
+    if job["epochs_in_task"] > 1:
+        kept = list(sentences)
+        partition, passes = index, [(epoch, kept) for epoch in range(job["epochs_in_task"])]
+    else:
+        epoch, partition = divmod(index, job["partitions"])
+        passes = [(epoch, sentences)]
+    trainer = _Trainer(unpack_model(model_broadcast), job, partition)
     with Client(job["address"], **job["client"]) as client:
-        trainer.train(client, _chunks(sentences, job["chunk_words"]))
-        client.push({PROGRESS: progress_rows(partitions=1)})
+        for epoch, data in passes:
+            trainer.seed(epoch)
+            trainer.train(client, _chunks(data, job["chunk_words"]))
+            client.push({PROGRESS: progress_rows(partitions=1)})
         client.flush()
     if not job["compute_loss"]:
         del trainer.counts["loss"]
-    yield dict(trainer.counts, partitions=1, seconds=time.monotonic() - started,
+    yield dict(trainer.counts, partitions=len(passes), seconds=time.monotonic() - started,
                bytes_sent=client.bytes_sent, bytes_received=client.bytes_received)
 
 
@@ -244,17 +261,21 @@ class _Trainer:
             self.path_lengths = np.fromiter(map(len, points), np.int64, len(points))
             self.path_starts = np.cumsum(self.path_lengths) - self.path_lengths
             self.path_nodes = np.concatenate(points).astype(np.int64)
-        # model.random drives subsampling and negative draws, and the pool rng draws the pool. Seed both
-        # per (model seed, epoch, partition): tasks differ from each other, and a rerun repeats itself.
-        seeds = np.random.SeedSequence([job["seed"], job["epoch"], partition]).spawn(2)
-        model.random = np.random.RandomState(seeds[0].generate_state(1)[0])
-        self.rng = np.random.default_rng(seeds[1])
+        self.partition = partition
+        self.seed(0)
         self.noise_table = model.cum_table  # the full unigram^0.75 table the pools are drawn from
         self.key_to_index = model.wv.key_to_index
         self.touched = np.zeros(vocab, bool)  # scratch for ``rows``: all False between chunks
         self.work = matutils.zeros_aligned(size, dtype=np.float32)
         self.neu1 = matutils.zeros_aligned(size, dtype=np.float32)
         self.counts = {"records": 0, "words": 0, "effective_words": 0, "updates": 0, "loss": 0.0}
+
+    def seed(self, epoch) -> None:
+        """Seed model.random (subsampling and negative draws) and the pool's rng per (model seed, epoch,
+        partition): tasks differ from each other and from epoch to epoch, and a rerun repeats itself."""
+        seeds = np.random.SeedSequence([self.job["seed"], epoch, self.partition]).spawn(2)
+        self.model.random = np.random.RandomState(seeds[0].generate_state(1)[0])
+        self.rng = np.random.default_rng(seeds[1])
 
     def rows(self, chunk) -> tuple:
         """The rows of each parameter this chunk may touch (sorted, or None for all rows), and the cum_table

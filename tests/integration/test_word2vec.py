@@ -203,14 +203,34 @@ def test_pulls_ahead_lose_none_of_the_tasks_own_work(sentences, start_server, sp
     assert ps.params[PROGRESS][WORDS] == sum(sum(map(len, chunk)) for chunk, _ in chunks)
 
 
-def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences):
-    reference = Word2Vec(sentences, workers=2, epochs=EPOCHS, **HYPER)
-    expected = wordsim(reference.wv)
+@pytest.fixture(scope="module")
+def reference_score(sentences):
+    """WordSim353 of single-process gensim trained with the same hyperparameters and epochs."""
+    return wordsim(Word2Vec(sentences, workers=2, epochs=EPOCHS, **HYPER).wv)
 
+
+def tasks_of_job_group(spark_context, group):
+    tracker = spark_context.statusTracker()
+    return sum(tracker.getStageInfo(stage).numTasks for job in tracker.getJobIdsForGroup(group)
+               for stage in tracker.getJobInfo(job).stageIds)
+
+
+# Both ways a job can run its epochs: the excerpt's partitions (about 220,000 words each) are small enough for
+# their tasks to keep them and train every epoch on them, unless keep_words says no.
+@pytest.mark.parametrize("keep_words, tasks", [(1_000_000, 2), (0, 2 * EPOCHS)],
+                         ids=["epochs-in-task", "task-per-epoch"])
+def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences, reference_score, spark_context,
+                                                               keep_words, tasks):
+    expected = reference_score
     model = build_model(corpus, **HYPER)
     with DeepDist(model, progress=False) as dd:
-        summary = train(dd, corpus, epochs=EPOCHS)
+        spark_context.setJobGroup(f"quality-{keep_words}", "word2vec quality test")
+        try:
+            summary = train(dd, corpus, epochs=EPOCHS, keep_words=keep_words)
+        finally:
+            spark_context.setLocalProperty("spark.jobGroup.id", None)
         assert dd.progress_counts()[WORDS] == EPOCHS * model.corpus_total_words
+    assert tasks_of_job_group(spark_context, f"quality-{keep_words}") == tasks
     score = wordsim(model.wv)
     assert expected > 0.4, expected  # the reference learned something
     assert score >= 0.9 * expected, (score, expected)
