@@ -86,22 +86,19 @@ def split_by_owner(spec: ParamSpec, rows: np.ndarray):
         # Sorted rows, the usual case (word2vec's rows come from np.flatnonzero): a binary search per range
         # boundary instead of an owner lookup per row. Rows are known to be below n_rows.
         cuts = rows.searchsorted([lo for _, lo, _ in spec.ranges] + [spec.n_rows]).tolist()
-        for (shard, _, _), lo, hi in zip(spec.ranges, cuts[:-1], cuts[1:]):
-            if hi > lo:
-                yield shard, slice(lo, hi)
-        return
-    owner = np.searchsorted(spec.bounds, rows, side="right")
-    if np.all(owner[:-1] <= owner[1:]):
-        cuts = np.searchsorted(owner, np.arange(len(spec.ranges) + 1))
-        selectors = [slice(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
-        sizes = np.diff(cuts)
     else:
-        order = np.argsort(owner, kind="stable")
-        sizes = np.bincount(owner, minlength=len(spec.ranges))
-        selectors = np.split(order, np.cumsum(sizes)[:-1])
-    for (shard, _, _), selector, size in zip(spec.ranges, selectors, sizes):
-        if size:
-            yield shard, selector
+        owner = np.searchsorted(spec.bounds, rows, side="right")
+        if not np.all(owner[:-1] <= owner[1:]):  # owners interleaved: index arrays
+            order = np.argsort(owner, kind="stable")
+            sizes = np.bincount(owner, minlength=len(spec.ranges))
+            for (shard, _, _), selector in zip(spec.ranges, np.split(order, np.cumsum(sizes)[:-1])):
+                if len(selector):
+                    yield shard, selector
+            return
+        cuts = np.searchsorted(owner, np.arange(len(spec.ranges) + 1)).tolist()  # grouped by owner, unsorted
+    for (shard, _, _), lo, hi in zip(spec.ranges, cuts[:-1], cuts[1:]):
+        if hi > lo:
+            yield shard, slice(lo, hi)
 
 
 @dataclass(frozen=True)
