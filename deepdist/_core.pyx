@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, embedsignature=True
-"""Compiled kernels that apply parameter updates to (shared-memory) numpy arrays.
+"""Compiled kernels that apply parameter updates to (shared-memory) numpy arrays,
+and one that finds the vocabulary rows a chunk of word2vec sentences touches.
 
-Every kernel exists for float32 and float64 (``cython.floating``); all arguments
+Every update kernel exists for float32 and float64 (``cython.floating``); all arguments
 of one call must share the dtype, there is no silent casting.  Inputs are
 ``const`` memoryviews, so read-only buffers such as ``np.frombuffer`` over a
 received ZeroMQ frame are accepted without a copy.
@@ -28,6 +29,9 @@ cimport cython
 from cython cimport floating
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
 
 import numpy as np
 
@@ -175,6 +179,17 @@ cdef void _gather_kernel(const floating[:, ::1] src, const int64_t *rows,
         memcpy(&out[i, 0], &src[_load(rows, i), 0], row_bytes)
 
 
+cdef void _scatter_kernel(floating[:, ::1] dst, const int64_t *rows,
+                          const floating[:, ::1] src) noexcept nogil:
+    """dst[rows[i], :] = src[i, :]  for i = 0, 1, ..., len(src) - 1 (in order: a
+    repeated row ends up holding its last source row).  rows must be in range."""
+    cdef Py_ssize_t i, n = src.shape[0], row_bytes = src.shape[1] * sizeof(floating)
+    for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            _prefetch_lines(&dst[_load(rows, i + _PREFETCH_AHEAD), 0], row_bytes, True)
+        memcpy(&dst[_load(rows, i), 0], &src[i, 0], row_bytes)
+
+
 cdef Py_ssize_t _nonzero_rows_kernel(const uword *src, Py_ssize_t n_rows, Py_ssize_t dim,
                                      int64_t *out) noexcept nogil:
     """Writes to out, ascending, every row i of the C-contiguous (n_rows, dim)
@@ -276,6 +291,24 @@ cdef int _gather(const floating[:, ::1] src, const int64_t[::1] rows,
     if src.shape[1]:
         with nogil:
             _gather_kernel(src, &rows[0], out)
+    return 0
+
+
+cdef int _scatter(floating[:, ::1] dst, const int64_t[::1] rows,
+                  const floating[:, ::1] src) except -1:
+    cdef Py_ssize_t n = rows.shape[0], bad
+    if src.shape[0] != n or src.shape[1] != dst.shape[1]:
+        raise ValueError(f"scatter: src has shape ({src.shape[0]}, {src.shape[1]}), "
+                         f"expected (len(rows), dst.shape[1]) = ({n}, {dst.shape[1]})")
+    if n == 0:
+        return 0
+    with nogil:
+        bad = _first_bad_row(&rows[0], n, 0, dst.shape[0])
+    if bad >= 0:
+        _raise_bad_row("scatter", rows, bad, dst.shape[0])
+    if dst.shape[1]:
+        with nogil:
+            _scatter_kernel(dst, &rows[0], src)
     return 0
 
 
@@ -385,6 +418,59 @@ def gather(src, rows, out):
         _gather[cython.float](src, rows, out)
     else:
         _gather[cython.double](src, rows, out)
+
+
+def scatter(dst, rows, src):
+    """dst[rows[i], :] = src[i, :] for each i, in place: gather's inverse.
+
+    A repeated row ends up holding the last of its source rows.
+    dst: 2-D C-contiguous writable float32/float64 array.  rows: 1-D
+    contiguous int64 array.  src: shape (len(rows), dst.shape[1]), same dtype
+    as dst.  Rows are bounds-checked first: IndexError leaves dst unchanged.
+    Raises TypeError on dtype mismatch, ValueError on shape mismatch.
+    """
+    _check_rows("scatter", rows)
+    if _pair_is_float32("scatter", "dst", dst, "src", src):
+        _scatter[cython.float](dst, rows, src)
+    else:
+        _scatter[cython.double](dst, rows, src)
+
+
+def mark_words(sentences, dict key_to_index, marks):
+    """marks[key_to_index[word]] = True for every word of every sentence that key_to_index has.
+
+    sentences: a list of lists of words (str).  marks: 1-D contiguous writable
+    bool or uint8 array.  Words key_to_index lacks are skipped.  An index
+    outside marks raises IndexError, with the marks made so far left set.
+    What word2vec looks up once per chunk: a dict lookup per word in C, with
+    the word's cached hash, and no set or index array in between.
+    """
+    cdef unsigned char[::1] flags = _byte_marks(marks)
+    cdef Py_ssize_t j, index, size = flags.shape[0]
+    cdef PyObject *found
+    cdef list words
+    if type(sentences) is not list:
+        raise TypeError(f"mark_words: sentences must be a list of lists, got {type(sentences).__name__}")
+    for sentence in <list>sentences:
+        if type(sentence) is not list:
+            raise TypeError(f"mark_words: each sentence must be a list, got {type(sentence).__name__}")
+        words = <list>sentence
+        for j in range(PyList_GET_SIZE(words)):
+            found = PyDict_GetItem(key_to_index, <object>PyList_GET_ITEM(words, j))
+            if found is NULL:
+                continue
+            index = <object>found
+            if not 0 <= index < size:
+                raise IndexError(f"mark_words: word {<object>PyList_GET_ITEM(words, j)!r} has index "
+                                 f"{index}, outside the {size} marks")
+            flags[index] = 1
+
+
+cdef unsigned char[::1] _byte_marks(object marks):
+    array = np.asarray(marks)
+    if array.dtype != np.bool_ and array.dtype != np.uint8:
+        raise TypeError(f"mark_words: marks must be bool or uint8, got {array.dtype}")
+    return array.view(np.uint8)
 
 
 def first_row_outside(rows, lo, hi):

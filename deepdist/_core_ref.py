@@ -9,7 +9,8 @@ outputs), with the ValueError messages Cython uses for those.
 """
 import numpy as np
 
-__all__ = ["all_finite", "axpy", "first_row_outside", "gather", "nonzero_rows", "scatter_add"]
+__all__ = ["all_finite", "axpy", "first_row_outside", "gather", "mark_words", "nonzero_rows", "scatter",
+           "scatter_add"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -93,6 +94,41 @@ def gather(src, rows, out):
                          f"expected (len(rows), src.shape[1]) = ({rows.shape[0]}, {src.shape[1]})")
     _check_bounds("gather", rows, src.shape[0])
     np.take(src, rows, axis=0, out=out)
+
+
+def scatter(dst, rows, src):
+    """dst[rows[i], :] = src[i, :] for each i (see ``deepdist._core.scatter``)."""
+    _check_rows("scatter", rows)
+    _same_float_dtype("scatter", "dst", dst, "src", src)
+    dst, rows, src = _view(dst, 2, writable=True), _view(rows, 1), _view(src, 2)
+    if src.shape != (rows.shape[0], dst.shape[1]):
+        raise ValueError(f"scatter: src has shape ({src.shape[0]}, {src.shape[1]}), "
+                         f"expected (len(rows), dst.shape[1]) = ({rows.shape[0]}, {dst.shape[1]})")
+    _check_bounds("scatter", rows, dst.shape[0])
+    # numpy leaves unspecified which source of a repeated row a fancy assignment keeps: pick the last.
+    distinct, first_from_end = np.unique(rows[::-1], return_index=True)
+    dst[distinct] = src[len(rows) - 1 - first_from_end]
+
+
+def mark_words(sentences, key_to_index, marks):
+    """marks[key_to_index[word]] = True for every known word (see ``deepdist._core.mark_words``)."""
+    if not isinstance(key_to_index, dict):
+        raise TypeError(f"mark_words: key_to_index must be a dict, got {type(key_to_index).__name__}")
+    if np.asarray(marks).dtype not in (np.bool_, np.uint8):
+        raise TypeError(f"mark_words: marks must be bool or uint8, got {np.asarray(marks).dtype}")
+    marks = _view(marks, 1, writable=True)
+    if type(sentences) is not list:
+        raise TypeError(f"mark_words: sentences must be a list of lists, got {type(sentences).__name__}")
+    for sentence in sentences:
+        if type(sentence) is not list:
+            raise TypeError(f"mark_words: each sentence must be a list, got {type(sentence).__name__}")
+        for word in sentence:
+            index = key_to_index.get(word)
+            if index is None:
+                continue
+            if not 0 <= index < len(marks):
+                raise IndexError(f"mark_words: word {word!r} has index {index}, outside the {len(marks)} marks")
+            marks[index] = 1
 
 
 def first_row_outside(rows, lo, hi):

@@ -1,4 +1,4 @@
-"""The update kernels the shards and clients use: compiled, or NumPy when asked.
+"""The kernels the shards, clients and word2vec tasks use: compiled, or NumPy when asked.
 
 ``deepdist._core`` (Cython) is the implementation for real use: it applies a
 row update an order of magnitude faster than ``np.add.at``, accumulates
@@ -12,15 +12,18 @@ the NumPy kernels on purpose.
 """
 import os
 
-__all__ = ["IMPLEMENTATION", "all_finite", "axpy", "first_row_outside", "gather", "nonzero_rows", "scatter_add"]
+__all__ = ["IMPLEMENTATION", "all_finite", "axpy", "first_row_outside", "gather", "mark_words", "nonzero_rows",
+           "scatter", "scatter_add"]
 
 if os.environ.get("DEEPDIST_PURE_PYTHON") == "1":
-    from ._core_ref import all_finite, axpy, first_row_outside, gather, nonzero_rows, scatter_add
+    from ._core_ref import (all_finite, axpy, first_row_outside, gather, mark_words, nonzero_rows,
+                           scatter, scatter_add)
 
     IMPLEMENTATION = "numpy"
 else:
     try:
-        from ._core import all_finite, axpy, first_row_outside, gather, nonzero_rows, scatter_add
+        from ._core import (all_finite, axpy, first_row_outside, gather, mark_words, nonzero_rows,
+                           scatter, scatter_add)
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}._core":
             raise

@@ -222,6 +222,97 @@ def test_gather_shape_and_dtype_mismatch(impl, dtype):
         impl.gather(np.ones((4, 3), dtype), rows(0, 1), np.zeros((2, 3), other(dtype)))
 
 
+# --- scatter ------------------------------------------------------------------
+
+def test_scatter(impl, dtype):
+    dst = np.full((4, 3), -1, dtype)
+    impl.scatter(dst, rows(3, 0), np.arange(6, dtype=dtype).reshape(2, 3))
+    np.testing.assert_array_equal(dst, [[3, 4, 5], [-1, -1, -1], [-1, -1, -1], [0, 1, 2]])
+
+
+def test_scatter_repeated_row_keeps_the_last(impl, dtype):
+    dst = np.zeros((3, 2), dtype)
+    impl.scatter(dst, rows(1, 2, 1, 1, 2), np.arange(10, dtype=dtype).reshape(5, 2))
+    np.testing.assert_array_equal(dst, [[0, 0], [6, 7], [8, 9]])
+
+
+def test_scatter_undoes_gather(impl, dtype):
+    rng = np.random.default_rng(5)
+    src = rng.standard_normal((100, 9)).astype(dtype)
+    idx = rng.permutation(100)[:60]
+    picked = np.empty((60, 9), dtype)
+    impl.gather(src, idx, picked)
+    dst = np.zeros_like(src)
+    impl.scatter(dst, idx, picked)
+    np.testing.assert_array_equal(dst[idx], src[idx])
+    np.testing.assert_array_equal(np.delete(dst, idx, axis=0), 0)
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_scatter_out_of_range_writes_nothing(impl, dtype, bad):
+    dst = np.full((4, 3), 7, dtype)
+    with pytest.raises(IndexError, match=rf"rows\[1\] = {bad}"):
+        impl.scatter(dst, rows(0, bad), np.ones((2, 3), dtype))
+    np.testing.assert_array_equal(dst, 7)
+
+
+def test_scatter_shape_dtype_and_read_only(impl, dtype):
+    dst = np.zeros((4, 3), dtype)
+    with pytest.raises(ValueError, match="src has shape"):
+        impl.scatter(dst, rows(0, 1), np.ones((2, 2), dtype))
+    with pytest.raises(ValueError, match="src has shape"):
+        impl.scatter(dst, rows(0, 1), np.ones((3, 3), dtype))
+    with pytest.raises(TypeError, match="same dtype"):
+        impl.scatter(dst, rows(0, 1), np.ones((2, 3), other(dtype)))
+    with pytest.raises(TypeError, match="rows must be int64"):
+        impl.scatter(dst, np.array([0], np.int32), np.ones((1, 3), dtype))
+    read_only = np.zeros((4, 3), dtype)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        impl.scatter(read_only, rows(0), np.ones((1, 3), dtype))
+    np.testing.assert_array_equal(dst, 0)
+    impl.scatter(dst, rows(), np.ones((0, 3), dtype))  # nothing to do
+    np.testing.assert_array_equal(dst, 0)
+
+
+# --- mark_words ---------------------------------------------------------------
+
+@pytest.mark.parametrize("marks_dtype", [bool, np.uint8])
+def test_mark_words(impl, marks_dtype):
+    marks = np.zeros(6, marks_dtype)
+    marks[5] = 1  # marks already set stay set
+    impl.mark_words([["the", "cat", "unknown"], [], ["cat", "sat"]], {"the": 0, "cat": 3, "sat": 1, "mat": 2}, marks)
+    np.testing.assert_array_equal(marks.astype(bool), [True, True, False, True, False, True])
+
+
+def test_mark_words_matches_a_set_of_lookups(impl):
+    rng = np.random.default_rng(4)
+    vocabulary = {f"w{i}": int(j) for i, j in enumerate(rng.permutation(500))}
+    sentences = [[f"w{k}" for k in rng.integers(0, 700, rng.integers(0, 40))] for _ in range(200)]
+    marks = np.zeros(500, bool)
+    impl.mark_words(sentences, vocabulary, marks)
+    expected = sorted({vocabulary[w] for s in sentences for w in s if w in vocabulary})
+    np.testing.assert_array_equal(np.flatnonzero(marks), expected)
+
+
+def test_mark_words_bad_input(impl):
+    marks = np.zeros(3, bool)
+    with pytest.raises(IndexError, match="'b' has index 3, outside the 3 marks"):
+        impl.mark_words([["a", "b"]], {"a": 0, "b": 3}, marks)
+    with pytest.raises(IndexError, match="'b' has index -1"):
+        impl.mark_words([["b"]], {"b": -1}, marks)
+    with pytest.raises(TypeError, match="marks must be bool or uint8"):
+        impl.mark_words([["a"]], {"a": 0}, np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="each sentence must be a list"):
+        impl.mark_words([("a",)], {"a": 0}, marks)
+    with pytest.raises(TypeError, match="sentences must be a list"):
+        impl.mark_words(iter([["a"]]), {"a": 0}, marks)
+    read_only = np.zeros(3, bool)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        impl.mark_words([["a"]], {"a": 0}, read_only)
+
+
 # --- first_row_outside -------------------------------------------------------
 @pytest.mark.parametrize("values, lo, hi, expected", [
     ((5, 6, 9), 5, 10, -1),                 # both ends of the range inside
@@ -343,6 +434,11 @@ def test_unaligned_readonly_inputs(impl, dtype):
     impl.gather(unaligned_readonly(src2), unaligned_readonly(idx), out)
     np.testing.assert_array_equal(out, src2[idx])
 
+    table = np.zeros((40, 5), dtype)
+    distinct = np.unique(idx)
+    impl.scatter(table, unaligned_readonly(distinct), unaligned_readonly(src2[:len(distinct)]))
+    np.testing.assert_array_equal(table[distinct], src2[:len(distinct)])
+
     sparse = src2.copy()
     sparse[::3] = 0
     np.testing.assert_array_equal(impl.nonzero_rows(unaligned_readonly(sparse)),
@@ -358,5 +454,6 @@ def test_kernels_selector():
     expected = "numpy" if os.environ.get("DEEPDIST_PURE_PYTHON") == "1" else "cython"
     assert kernels.IMPLEMENTATION == expected
     module = importlib.import_module("deepdist._core_ref" if expected == "numpy" else "deepdist._core")
-    for name in ("axpy", "scatter_add", "gather", "nonzero_rows", "all_finite"):
+    for name in ("axpy", "scatter_add", "scatter", "gather", "nonzero_rows", "all_finite", "first_row_outside",
+                 "mark_words"):
         assert getattr(kernels, name) is getattr(module, name)
