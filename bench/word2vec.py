@@ -225,7 +225,9 @@ class Bench:
         return {"vocab_s": vocab_s, "train_s": train_s, "words": self.words * self.args.epochs,
                 "vocab_size": len(model.wv), "bytes": wire, "quality": evaluate(model.wv),
                 "details": {"server_start_s": setup_s, "partitions": self.args.partitions, "shards": 2,
-                            "chunk_words": self.args.chunk_words, "summary": summary}}
+                            "chunk_words": self.args.chunk_words, "summary": summary,
+                            # the share of the tasks' time spent training inside gensim's kernel
+                            "kernel_share": summary["kernel_seconds"] / summary["task_seconds"]}}
 
     def run_legacy(self, name):
         import legacy2014
@@ -302,8 +304,10 @@ class Bench:
             row.update(runner(name))
             row["words_per_s"] = row["words"] / row["train_s"]
             q = row["quality"]
+            share = row.get("details", {}).get("kernel_share")
             print(f"--- {name}: {row['words_per_s']:,.0f} words/s, {row['train_s']:.1f} s, "
-                  f"WordSim353 {q['wordsim353_spearman']:.3f}, analogy {q['analogy_accuracy']:.3f}", flush=True)
+                  f"WordSim353 {q['wordsim353_spearman']:.3f}, analogy {q['analogy_accuracy']:.3f}"
+                  + (f", {share:.0%} of task time in gensim's kernel" if share else ""), flush=True)
         except Exception as exc:  # one broken system must not lose the others' figures
             traceback.print_exc()
             row["error"] = f"{type(exc).__name__}: {exc}"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import itertools
 import time
 
 import numpy as np
@@ -155,7 +154,9 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
         every epoch on them: one Spark task per partition rather than one per partition and epoch. A Spark
         task costs 100-150 core-ms of Spark's own time, and a kept word about 65 bytes. 0: never keep.
     Returns the summary of all epochs: partitions, records (sentences), words (raw), effective_words
-    (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall).
+    (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall),
+    task_seconds (the tasks' own, added up) and kernel_seconds (of those, inside gensim's training kernel:
+    the rest is what distribution costs the tasks).
     """
     model = dd.model
     if "syn0" not in dd.names or not hasattr(model, "cum_table"):
@@ -210,10 +211,13 @@ def _train_partition(model_broadcast, job, index, sentences):
 
 
 def _chunks(sentences, chunk_words):
-    """(sentences, how many of them start here): lists of about ``chunk_words`` raw words. Sentences over
-    gensim's 10,000-word limit are cut into pieces (gensim would silently drop their tails)."""
+    """(sentences, how many of them start here): lists of about ``chunk_words`` raw words, each sentence a
+    list (what ``kernels.mark_words`` reads). Sentences over gensim's 10,000-word limit are cut into pieces
+    (gensim would silently drop their tails)."""
     chunk, words, records = [], 0, 0
     for sentence in sentences:
+        if type(sentence) is not list:
+            sentence = list(sentence)
         pieces = ([sentence] if len(sentence) <= MAX_WORDS_IN_BATCH else
                   [sentence[i:i + MAX_WORDS_IN_BATCH] for i in range(0, len(sentence), MAX_WORDS_IN_BATCH)])
         for number, piece in enumerate(pieces):
@@ -268,7 +272,8 @@ class _Trainer:
         self.touched = np.zeros(vocab, bool)  # scratch for ``rows``: all False between chunks
         self.work = matutils.zeros_aligned(size, dtype=np.float32)
         self.neu1 = matutils.zeros_aligned(size, dtype=np.float32)
-        self.counts = {"records": 0, "words": 0, "effective_words": 0, "updates": 0, "loss": 0.0}
+        self.counts = {"records": 0, "words": 0, "effective_words": 0, "updates": 0, "loss": 0.0,
+                       "kernel_seconds": 0.0}
 
     def seed(self, epoch) -> None:
         """Seed model.random (subsampling and negative draws) and the pool's rng per (model seed, epoch,
@@ -280,12 +285,9 @@ class _Trainer:
     def rows(self, chunk) -> tuple:
         """The rows of each parameter this chunk may touch (sorted, or None for all rows), and the cum_table
         its negatives are to be drawn from."""
-        # Distinct words first (a set fills at C speed), then one lookup each, all in C (-1: not in vocabulary).
-        distinct = set(itertools.chain.from_iterable(chunk))
-        indices = np.fromiter(map(self.key_to_index.get, distinct, itertools.repeat(-1)), np.int64, len(distinct))
-        # Sorted and distinct by a mark per vocabulary word: one pass, cheaper than sorting or np.union1d.
+        # Sorted and distinct by a mark per vocabulary word: cheaper than sorting or np.union1d.
         touched, cum_table = self.touched, self.noise_table
-        touched[indices[indices >= 0]] = True
+        kernels.mark_words(chunk, self.key_to_index, touched)
         rows = {"syn0": np.flatnonzero(touched)}
         if self.model.negative:
             if self.job["negative_pool"] is None:
@@ -349,8 +351,8 @@ class _Trainer:
         """Train one chunk from its pulled rows and push their change with the progress counts.
 
         previous: ``(raw words, update)`` of the chunk before, pushed after this chunk's pull was sent, so
-        missing from what it read. Its deltas are added to the rows both chunks share: the task's own work is
-        never lost between chunks. Returns this chunk's ``(raw words, update)``.
+        missing from what it read. Its deltas are added to the rows as pulled: the task's own work is never
+        lost between chunks. Returns this chunk's ``(raw words, update)``.
         """
         model, job, counts = self.model, self.job, self.counts
         raw = sum(map(len, chunk))
@@ -359,22 +361,31 @@ class _Trainer:
         previous_words, previous_update = previous
         done = pulled.pop(PROGRESS)[0] - job["words_before"] + previous_words
         for name, wanted in rows.items():
-            base = pulled[name]
-            if name in previous_update:
-                before_rows, before_delta = previous_update[name]
-                if wanted is None:
-                    base[before_rows] += before_delta
-                else:
-                    _, here, there = np.intersect1d(wanted, before_rows, assume_unique=True, return_indices=True)
-                    base[here] += before_delta[there]
+            buffer, base = self.buffers[name], pulled[name]
             if wanted is None:
-                self.buffers[name][:] = base
+                buffer[:] = base
             else:
-                self.buffers[name][wanted] = base
+                kernels.scatter(buffer, wanted, base)
+            if name in previous_update:
+                # Added to every row the previous chunk changed, including rows this chunk does not read
+                # (they are never read or pushed before their next pull overwrites them): cheaper than
+                # finding the rows both chunks share. ``base`` becomes the rows as training starts.
+                kernels.scatter_add(buffer, *previous_update[name])
+                if wanted is None:
+                    kernels.scatter_add(base, *previous_update[name])
+                else:
+                    kernels.gather(buffer, wanted, base)
         model.cum_table = cum_table
         start, end, total = job["start_alpha"], job["end_alpha"], job["total_words"]
         model.running_training_loss = 0.0
-        for sentences, words in _jobs(chunk if rows else []):
+        if not rows:  # no word in the vocabulary
+            jobs = ()
+        elif raw <= MAX_WORDS_IN_BATCH:  # one call (the default chunk size): no need to walk the sentences
+            jobs = ((chunk, raw),)
+        else:
+            jobs = _jobs(chunk)
+        started = time.perf_counter()
+        for sentences, words in jobs:
             # gensim's schedule: linear in the raw words trained so far, by all workers, over all epochs
             alpha = max(end, start - (start - end) * done / total)
             if model.sg:
@@ -384,6 +395,7 @@ class _Trainer:
                 counts["effective_words"] += train_batch_cbow(model, sentences, alpha, self.work, self.neu1,
                                                               job["compute_loss"])
             done += words
+        counts["kernel_seconds"] += time.perf_counter() - started
         counts["loss"] += model.running_training_loss
         update = {PROGRESS: progress_rows(records=records, words=raw, updates=1)}
         for name, wanted in rows.items():

@@ -239,6 +239,7 @@ def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences
     assert summary["records"] == EPOCHS * len(sentences)
     assert summary["words"] == EPOCHS * model.corpus_total_words
     assert 0.5 * summary["words"] < summary["effective_words"] < summary["words"]  # subsampling on
+    assert 0 < summary["kernel_seconds"] < summary["task_seconds"]
     assert summary["updates"] >= EPOCHS * model.corpus_total_words / 10_000
     # Rows, not matrices. Here a 10,000-word chunk touches about a quarter of this small vocabulary (8,597
     # words); the share shrinks as the vocabulary grows (see the next test).
