@@ -118,11 +118,16 @@ def worker_model(shell):
     return model
 
 
-def batches(iterator, size):
-    """Lists of ``size`` records (the whole partition, streamed, when size is None)."""
+def batches(records, size):
+    """Lists of ``size`` records (the whole partition, streamed, when size is None).
+
+    records may be any iterable: Spark hands a task a ``range`` for a partition of ``sc.parallelize(range(n))``,
+    and slicing a range, not an iterator over it, would yield its first records forever.
+    """
     if size is None:
-        yield iterator
+        yield records
         return
+    iterator = iter(records)
     while True:
         batch = list(itertools.islice(iterator, size))
         if not batch:

@@ -67,6 +67,24 @@ def test_logistic_regression_with_custom_descent_matches_single_process_sgd(spar
     assert abs(trained - reference) <= 0.01, (trained, reference)
 
 
+def sum_by_residue(model, records):
+    """Each record r adds r to w[r % 4]: integers, so the final w is exact."""
+    update = np.zeros_like(model["w"])
+    for record in records:
+        update[record % len(update)] += record
+    return {"w": update}
+
+
+def test_downpour_batches_over_a_parallelized_range(spark_context):
+    # Spark hands each task of sc.parallelize(range(n)) a range object, not an iterator: every record must
+    # still be trained once (slicing the range itself would repeat its first records forever).
+    model = {"w": np.zeros(4)}
+    with DeepDist(model, progress=False) as dd:
+        summary = dd.train(spark_context.parallelize(range(1, 21), 2), sum_by_residue, batch=3)
+    assert model["w"].tolist() == [sum(r for r in range(1, 21) if r % 4 == k) for k in range(4)]
+    assert summary["records"] == 20 and summary["updates"] == 2 * 4  # 10 records a partition, 3 a batch
+
+
 def linear_gradient(model, data):
     """A least-squares step over a whole partition: the original DeepDist shape (one update per partition)."""
     grad, count = np.zeros_like(model.W), 0
