@@ -7,6 +7,7 @@ import zmq
 from deepdist import ParameterServer, shm
 
 RECV_TIMEOUT = 10.0  # seconds: no test waits longer than this for one reply
+SPARK_JOB_TIMEOUT = 300.0  # seconds a test's Spark jobs may run, well inside pytest-timeout's 600
 
 
 @pytest.fixture
@@ -82,3 +83,22 @@ def spark_context(tmp_path_factory):
     context.setLogLevel("ERROR")
     yield context
     context.stop()
+
+
+@pytest.fixture(autouse=True)
+def spark_jobs_time_out(request):
+    """Cancels the Spark jobs of a test still running after SPARK_JOB_TIMEOUT seconds: its collect() then
+    raises and the test fails. pytest-timeout cannot end such a test: its exception lands inside py4j's wait
+    for the job's answer, and py4j's next call on that connection waits for the same answer, for ever.
+    Cancelling also makes Spark kill the tasks' Python workers, whatever they are doing."""
+    if "spark_context" not in request.fixturenames:
+        yield
+        return
+    import threading
+
+    context = request.getfixturevalue("spark_context")
+    timer = threading.Timer(SPARK_JOB_TIMEOUT, context.cancelAllJobs)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
