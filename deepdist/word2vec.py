@@ -77,6 +77,12 @@ def split_line(line: str, max_tokens: int = MAX_WORDS_IN_BATCH) -> list:
     return [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
 
 
+def _unsplit(line: str) -> TypeError:
+    """The error for a sentence that is still a line of text: gensim would train its characters as words."""
+    return TypeError(f"deepdist.word2vec: a sentence must be a list of tokens, got a str ({line[:40]!r}); split "
+                     f"lines first, e.g. sc.textFile(path).flatMap(split_line)")
+
+
 def read_sentences(path):
     """Yield the token lists of a local .txt or .txt.gz file: one sentence per line, split on whitespace.
     A line longer than 10,000 tokens is cut into pieces (gensim would drop everything after 10,000)."""
@@ -90,6 +96,8 @@ def _count_partition(index, sentences):
     """Per partition: (word, (count, first position)) plus the two corpus totals under integer keys."""
     seen, position, n_sentences = {}, 0, 0
     for sentence in sentences:
+        if isinstance(sentence, str):
+            raise _unsplit(sentence)
         n_sentences += 1
         for word in sentence:
             entry = seen.get(word)
@@ -217,6 +225,8 @@ def _chunks(sentences, chunk_words):
     chunk, words, records = [], 0, 0
     for sentence in sentences:
         if type(sentence) is not list:
+            if isinstance(sentence, str):
+                raise _unsplit(sentence)
             sentence = list(sentence)
         pieces = ([sentence] if len(sentence) <= MAX_WORDS_IN_BATCH else
                   [sentence[i:i + MAX_WORDS_IN_BATCH] for i in range(0, len(sentence), MAX_WORDS_IN_BATCH)])

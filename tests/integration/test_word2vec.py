@@ -60,6 +60,18 @@ def test_long_lines_are_cut_into_pieces_gensim_can_train(tmp_path):
     assert [records for _, records in chunks] == [1, 0, 1]
 
 
+def test_lines_not_split_into_tokens_are_refused(spark_context):
+    # gensim would take each character of a str for a word, and train a model of letters.
+    lines = spark_context.parallelize(["the cat sat on the mat"] * 10, 2)
+    with pytest.raises(Exception, match="a sentence must be a list of tokens, got a str .*flatMap"):
+        build_model(lines, min_count=1)
+    with pytest.raises(TypeError, match="got a str"):
+        list(word2vec._chunks(iter([["fine", "tokens"], "the cat sat"]), 10_000))
+    # Any other sequence of tokens is trained as a list.
+    chunks = list(word2vec._chunks(iter([("a", "tuple"), ["a", "list"]]), 10_000))
+    assert chunks == [([["a", "tuple"], ["a", "list"]], 2)]
+
+
 def test_build_model_counts_in_spark_and_matches_gensim_build_vocab(spark_context, sentences, monkeypatch):
     import pyspark
 
