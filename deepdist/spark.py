@@ -119,15 +119,18 @@ def worker_model(shell):
 
 
 def batches(records, size):
-    """Lists of ``size`` records (the whole partition, streamed, when size is None).
+    """Lists of ``size`` records (the whole partition, streamed, when size is None); nothing for an empty
+    partition, so ``gradient`` never sees an empty one (a mean over no records is NaN, which a shard refuses).
 
     records may be any iterable: Spark hands a task a ``range`` for a partition of ``sc.parallelize(range(n))``,
     and slicing a range, not an iterator over it, would yield its first records forever.
     """
-    if size is None:
-        yield records
-        return
     iterator = iter(records)
+    if size is None:
+        for first in iterator:  # at most once: is there a record at all?
+            yield itertools.chain((first,), iterator)
+            return
+        return
     while True:
         batch = list(itertools.islice(iterator, size))
         if not batch:

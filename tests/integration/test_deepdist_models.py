@@ -85,6 +85,22 @@ def test_downpour_batches_over_a_parallelized_range(spark_context):
     assert summary["records"] == 20 and summary["updates"] == 2 * 4  # 10 records a partition, 3 a batch
 
 
+def mean_gradient(model, records):
+    """The mean of the partition's records: NaN for no records, which a shard would refuse."""
+    values = list(records)
+    return {"w": np.full_like(model["w"], sum(values) / len(values))}
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+def test_empty_partitions_get_no_gradient_call(spark_context, batch):
+    rdd = spark_context.parallelize([4, 8], 2).union(spark_context.parallelize([], 3))  # 5 partitions, 3 empty
+    model = {"w": np.zeros(3)}
+    with DeepDist(model, progress=False) as dd:
+        summary = dd.train(rdd, mean_gradient, batch=batch)
+    assert model["w"].tolist() == [12.0] * 3
+    assert summary["partitions"] == 5 and summary["records"] == 2 and summary["updates"] == 2
+
+
 def linear_gradient(model, data):
     """A least-squares step over a whole partition: the original DeepDist shape (one update per partition)."""
     grad, count = np.zeros_like(model.W), 0
