@@ -52,7 +52,15 @@ class DeepDist:
 
     @property
     def address(self):
-        return self.server.address
+        return self.running().address
+
+    def running(self) -> ParameterServer:
+        """The server, while the with-block runs; before or after it a clear error, not an AttributeError on
+        None or tasks timing out against shards that are gone."""
+        if self.server is None:
+            raise RuntimeError("DeepDist serves its model only inside its with-block: "
+                               "`with DeepDist(model) as dd: dd.train(...)`")
+        return self.server
 
     def __enter__(self):
         options = dict(self.server_options)
@@ -79,10 +87,11 @@ class DeepDist:
             # The final values, in private arrays the server moved out of shared memory (or copied back into
             # the model's own, with copy_back=True): point the model at them.
             set_arrays(self.model, {name: self.server.params[name] for name in self.names})
+            self.server = None
 
     def progress_counts(self) -> np.ndarray:
         """Records, words, updates and partitions done so far, summed over every worker (live)."""
-        return self.server.params[PROGRESS].copy()
+        return self.running().params[PROGRESS].copy()
 
     def train(self, rdd, gradient, descent=None, batch=None) -> dict:
         """One pass over ``rdd``: each task pulls the parameters, runs ``gradient(model, data)`` and pushes.
@@ -95,7 +104,7 @@ class DeepDist:
         """
         if batch is not None and batch < 1:
             raise ValueError(f"batch must be a positive number of records, got {batch}")
-        job = {"names": self.names, "gradient": gradient, "batch": batch, "address": self.server.address,
+        job = {"names": self.names, "gradient": gradient, "batch": batch, "address": self.address,
                "client": self.client_options}
         return self.run(rdd, gradient_task, job, descent)
 
@@ -104,9 +113,9 @@ class DeepDist:
         the tasks yield. The model goes out once per job as a broadcast, without its parameter arrays.
         parts: how many passes over a partition the tasks report done in all, for the progress line (default:
         one per partition)."""
-        context = rdd.context
+        server, context = self.running(), rdd.context
         model = context.broadcast(pickle_function(strip(self.model, self.names)))
-        self.server.set_descent(None if descent is None else DescentKeepingProgress(descent))
+        server.set_descent(None if descent is None else DescentKeepingProgress(descent))
         started = time.monotonic()
         reporter = Progress(self, parts or rdd.getNumPartitions()) if self.progress else None
         try:
@@ -114,9 +123,9 @@ class DeepDist:
         finally:
             if reporter:
                 reporter.stop()
-            self.server.set_descent(None)
+            server.set_descent(None)
             model.destroy()
-        self.server.check()
+        server.check()
         summary = {}
         for result in results:
             for key, value in result.items():

@@ -162,3 +162,16 @@ def test_unknown_parameter_names_are_refused():
     with pytest.raises(KeyError, match="no parameter 'x'"):
         DeepDist({"W": np.zeros(3)}, params=["x"])
     assert RequestError  # the exception a rejected update raises in the task
+
+
+def test_outside_its_with_block_deepdist_says_so(spark_context, no_leftover_shm):
+    model = {"w": np.zeros(3)}
+    dd = DeepDist(model, progress=False)
+    rdd = spark_context.parallelize([1, 2], 2)
+    for _ in ("before", "after"):
+        for use in (lambda: dd.train(rdd, mean_gradient), lambda: dd.address, dd.progress_counts):
+            with pytest.raises(RuntimeError, match="only inside its with-block"):
+                use()
+        with dd:
+            dd.train(rdd, mean_gradient)
+    assert model["w"].tolist() == [6.0] * 3  # each block added 1 + 2 (its partitions' means) to the last's
