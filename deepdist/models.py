@@ -25,6 +25,9 @@ def param_names(model, params=None) -> list:
     if params is not None:
         names = [params] if isinstance(params, str) else list(params)
     elif is_word2vec(model):
+        if not len(model.wv.vectors):
+            raise ValueError("the Word2Vec has no vocabulary yet: build it with deepdist.word2vec.build_model(rdd) "
+                             "or model.build_vocab(sentences) before DeepDist(model)")
         names = ["syn0"] + (["syn1neg"] if model.negative else []) + (["syn1"] if model.hs else [])
     elif isinstance(model, dict):
         names = list(model)

@@ -172,8 +172,9 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
     if not model.corpus_total_words:
         raise ValueError("the model has no vocabulary (or no corpus_total_words): build it with "
                          "build_model(rdd) or model.build_vocab(sentences) before DeepDist(model)")
-    if chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
-        raise ValueError("chunk_words and negative_pool must be positive")
+    if epochs < 1 or chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
+        raise ValueError(f"epochs, chunk_words and negative_pool must be positive, got {epochs}, {chunk_words} "
+                         f"and {negative_pool}")
     partitions = rdd.getNumPartitions()
     keep = epochs > 1 and model.corpus_total_words <= keep_words * partitions
     job = {"address": dd.address, "client": dd.client_options, "chunk_words": chunk_words,

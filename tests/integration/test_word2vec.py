@@ -72,6 +72,26 @@ def test_lines_not_split_into_tokens_are_refused(spark_context):
     assert chunks == [([["a", "tuple"], ["a", "list"]], 2)]
 
 
+def test_train_refuses_what_it_cannot_train(corpus, sentences):
+    with DeepDist({"syn0": np.zeros((3, 2), np.float32)}, progress=False) as dd:
+        with pytest.raises(TypeError, match="needs a DeepDist serving a gensim Word2Vec"):
+            train(dd, corpus)
+    with pytest.raises(ValueError, match="no vocabulary yet: build it with"):
+        DeepDist(Word2Vec(**HYPER))
+    model = Word2Vec(**HYPER)
+    model.build_vocab_from_freq({"a": 5, "b": 5})  # a vocabulary, but no corpus size for the schedule
+    with DeepDist(model, progress=False) as dd:
+        with pytest.raises(ValueError, match="no corpus_total_words"):
+            train(dd, corpus)
+    model = Word2Vec(**HYPER)
+    model.build_vocab(sentences[:200])
+    with DeepDist(model, progress=False) as dd:
+        for bad in ({"epochs": 0}, {"chunk_words": 0}, {"negative_pool": 0}):
+            with pytest.raises(ValueError, match="must be positive"):
+                train(dd, corpus, **bad)
+        assert dd.progress_counts().sum() == 0  # nothing ran
+
+
 def test_build_model_counts_in_spark_and_matches_gensim_build_vocab(spark_context, sentences, monkeypatch):
     import pyspark
 
