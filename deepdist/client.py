@@ -200,7 +200,7 @@ class Client:
 
     def cut_rows(self, spec, rows, values, per_shard) -> None:
         dtype_code = P.DTYPE_CODES[values.dtype]
-        flat = values.reshape(len(rows), -1)
+        flat = values.reshape(len(rows), spec.row_size)  # -1 cannot be worked out for no rows
         for shard, selector in split_by_owner(spec, rows):
             part_rows = rows[selector]
             if isinstance(selector, slice):
@@ -316,7 +316,7 @@ def assemble(dtype, shape, parts) -> np.ndarray:
     if len(parts) == 1 and len(parts[0][1]) == math.prod(shape) * dtype.itemsize:
         return np.frombuffer(parts[0][1], dtype).reshape(shape)
     out = np.empty(shape, dtype)
-    flat = out.reshape(shape[0], -1)
+    flat = out.reshape(shape[0], math.prod(shape[1:]))  # -1 cannot be worked out for no rows
     for selector, frame in parts:
         values = np.frombuffer(frame, dtype)
         flat[selector] = values.reshape(-1, flat.shape[1])

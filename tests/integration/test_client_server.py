@@ -43,6 +43,21 @@ def test_dense_sparse_and_scaled_pushes(start_server, shards):
         np.testing.assert_array_equal(ps.params[name], expected[name], err_msg=name)
 
 
+@pytest.mark.parametrize("shards", [1, 2])
+def test_no_rows_is_a_push_and_pull_of_nothing(start_server, shards):
+    # A gradient may touch no row of a parameter: its update is (empty rows, empty values), not an error.
+    params = make_params()
+    ps = start_server(params, shards=shards)
+    with Client(ps.address) as client:
+        client.push({"w": (np.array([], np.int64), np.zeros((0, 16))), "v": ([], np.zeros((0, 4, 3), np.float32))})
+        client.flush()
+        pulled = client.pull(["w", "v"], rows=[])
+        assert pulled["w"].shape == (0, 16) and pulled["v"].shape == (0, 4, 3)
+        assert client.stats()[0]["errors"] == 0
+    for name in params:
+        np.testing.assert_array_equal(ps.params[name], params[name], err_msg=name)
+
+
 @pytest.mark.parametrize("shards", [1, 2])  # 1: each array is the reply frame itself; 2: put together
 def test_pull_rows_and_names(start_server, shards):
     params = make_params()
