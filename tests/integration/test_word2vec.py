@@ -211,11 +211,14 @@ def test_negative_pool_table_gives_width_to_pool_words_only(sentences, spark_con
     assert np.isin(drawn, np.append(words, 0)).all()
 
 
-def test_pulls_ahead_lose_none_of_the_tasks_own_work(sentences, start_server, spark_context):
+@pytest.mark.parametrize("config, negative_pool", [(dict(sg=1, negative=5), 300), (dict(sg=1, negative=5), None),
+                                                   (dict(sg=0, negative=3, hs=1), 300)],
+                         ids=["pool", "no-pool", "cbow-hs-negative"])
+def test_pulls_ahead_lose_none_of_the_tasks_own_work(sentences, start_server, spark_context, config, negative_pool):
     """Each chunk's rows are pulled while the chunk before trains, so the pull misses that chunk's push. The
     task adds it back: after many chunks its buffers hold exactly the server's rows, and the server holds
     the start plus every pushed delta."""
-    _, names, server, trainer = one_task(spark_context, sentences, dict(sg=1, negative=5), 2_000, 300)
+    _, names, server, trainer = one_task(spark_context, sentences, config, 2_000, negative_pool)
     chunks = list(word2vec._chunks(iter(sentences[:300]), 2_000))
     assert len(chunks) > 10
     ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
