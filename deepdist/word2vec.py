@@ -39,7 +39,7 @@ from . import kernels
 from .client import Client
 from .spark import PROGRESS, WORDS, progress_rows, unpack_model
 
-__all__ = ["build_model", "train", "wikipedia_sentences", "read_sentences", "split_line"]
+__all__ = ["build_model", "train", "wikipedia_dump", "wikipedia_sentences", "read_sentences", "split_line"]
 
 # The 206-article Wikipedia excerpt in gensim's test data (in every gensim wheel).
 WIKIPEDIA_EXCERPT = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -47,27 +47,65 @@ WIKIPEDIA_EXCERPT = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shor
 
 # -- corpora ------------------------------------------------------------------------------------------------
 def wikipedia_sentences(path=None, min_tokens: int = 5) -> list:
-    """The Wikipedia excerpt that ships with gensim, as token lists: one per paragraph of each article.
+    """The Wikipedia excerpt that ships with gensim (or the dump at ``path``, read here), as token lists: one
+    per paragraph of each article. For a whole dump, read by Spark's executors, see ``wikipedia_dump``.
 
     Paragraphs, not whole articles: some articles are longer than the 10,000 words gensim trains per
     sentence, and it silently drops the rest. Tokens are lowercase and alphabetic, as gensim's WikiCorpus
-    makes them. About 8,400 sentences and 437,000 words; parsing takes about 3 s.
+    makes them. The excerpt gives about 8,400 sentences and 437,000 words; parsing takes about 3 s.
     """
-    from gensim.corpora.wikicorpus import IGNORED_NAMESPACES, extract_pages, filter_wiki, tokenize
+    from gensim.corpora.wikicorpus import extract_pages
     from gensim.test.utils import datapath
 
     sentences = []
     with bz2.open(path or datapath(WIKIPEDIA_EXCERPT), "rb") as f:
         for title, text, _ in extract_pages(f, filter_namespaces=("0",)):
-            if not text or text.lstrip().lower().startswith("#redirect"):
-                continue
-            if any(title.startswith(namespace + ":") for namespace in IGNORED_NAMESPACES):
-                continue
-            for paragraph in filter_wiki(text).split("\n"):
-                tokens = tokenize(paragraph)
-                if len(tokens) >= min_tokens:
-                    sentences.append(tokens)
+            sentences += _article_sentences(title, text, min_tokens)
     return sentences
+
+
+def wikipedia_dump(spark_context, path, min_tokens: int = 5, split_bytes: int = None):
+    """An RDD of the token lists of a Wikipedia XML dump (``pages-articles``, ``.xml`` or ``.xml.bz2``, any
+    path Spark reads), parsed by the executors: the same sentences ``wikipedia_sentences`` makes, in order.
+
+    Hadoop reads the file in splits (a bz2 file too: it is split at its compression blocks) and cuts each
+    split into one record per page at ``</page>``, which cannot occur inside a page's escaped text; a page
+    that crosses a split belongs to the split it starts in. split_bytes: the largest split (default:
+    Hadoop's, the file system's block size), hence the number of partitions.
+    """
+    conf = {"textinputformat.record.delimiter": "</page>"}
+    if split_bytes:
+        conf["mapreduce.input.fileinputformat.split.maxsize"] = str(int(split_bytes))
+    pages = spark_context.newAPIHadoopFile(str(path), "org.apache.hadoop.mapreduce.lib.input.TextInputFormat",
+                                           "org.apache.hadoop.io.LongWritable", "org.apache.hadoop.io.Text",
+                                           conf=conf)
+    return pages.flatMap(lambda offset_page: _page_sentences(offset_page[1], min_tokens))
+
+
+def _page_sentences(record: str, min_tokens: int) -> list:
+    """The sentences of one record of ``wikipedia_dump``: the text from one ``</page>`` to the next (the
+    first also holds the dump's header, the last only its closing tag)."""
+    from xml.etree import ElementTree
+
+    start = record.find("<page>")
+    if start < 0:
+        return []
+    page = ElementTree.fromstring(record[start:] + "</page>")  # no namespace: the root's tag was cut off
+    if page.findtext("ns") != "0":
+        return []
+    return _article_sentences(page.findtext("title", ""), page.findtext("revision/text", ""), min_tokens)
+
+
+def _article_sentences(title: str, text: str, min_tokens: int) -> list:
+    """An article's paragraphs as token lists of at least ``min_tokens`` tokens; none for a redirect or a
+    page of a namespace gensim's WikiCorpus ignores."""
+    from gensim.corpora.wikicorpus import IGNORED_NAMESPACES, filter_wiki, tokenize
+
+    if not text or text.lstrip().lower().startswith("#redirect"):
+        return []
+    if any(title.startswith(namespace + ":") for namespace in IGNORED_NAMESPACES):
+        return []
+    return [tokens for tokens in map(tokenize, filter_wiki(text).split("\n")) if len(tokens) >= min_tokens]
 
 
 def split_line(line: str, max_tokens: int = MAX_WORDS_IN_BATCH) -> list:

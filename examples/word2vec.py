@@ -2,6 +2,7 @@
 
     python examples/word2vec.py                  # the Wikipedia excerpt in gensim's test data, local[2]
     python examples/word2vec.py corpus.txt.gz    # one sentence per line (any path Spark can read)
+    python examples/word2vec.py enwiki-latest-pages-articles.xml.bz2   # a Wikipedia dump, parsed by executors
     spark-submit --master spark://host:7077 examples/word2vec.py hdfs:///corpus   # on a cluster
 
 DeepDist prints a progress line while each pass runs. On 2 cores the default run takes about a minute.
@@ -12,7 +13,7 @@ import sys
 from pyspark import SparkConf, SparkContext
 
 from deepdist import DeepDist
-from deepdist.word2vec import build_model, split_line, train, wikipedia_sentences
+from deepdist.word2vec import build_model, split_line, train, wikipedia_dump, wikipedia_sentences
 
 EPOCHS = 10  # the excerpt is small (437,000 words): several passes give sensible neighbours
 
@@ -26,9 +27,12 @@ if "PYSPARK_GATEWAY_PORT" not in os.environ:
 sc = SparkContext(conf=conf)
 sc.setLogLevel("ERROR")
 
-if len(sys.argv) > 1:
-    corpus = sc.textFile(sys.argv[1]).flatMap(split_line)  # read by the executors, never by the driver
-    if corpus.getNumPartitions() < sc.defaultParallelism:  # a .gz file is one partition: one task
+if len(sys.argv) > 1:  # read by the executors, never by the driver
+    if ".xml" in os.path.basename(sys.argv[1]):  # enwiki-*-pages-articles*.xml*.bz2
+        corpus = wikipedia_dump(sc, sys.argv[1])  # a sentence per paragraph of each article
+    else:
+        corpus = sc.textFile(sys.argv[1]).flatMap(split_line)
+    if corpus.getNumPartitions() < sc.defaultParallelism:  # a .gz file, or a small one, is one partition
         corpus = corpus.repartition(sc.defaultParallelism)
 else:
     corpus = sc.parallelize(wikipedia_sentences())

@@ -18,7 +18,8 @@ from deepdist import Client, DeepDist  # noqa: E402
 from deepdist import word2vec  # noqa: E402
 from deepdist.models import param_names, strip  # noqa: E402
 from deepdist.spark import PROGRESS, PROGRESS_SIZE, RECORDS, WORDS, unpack_model  # noqa: E402
-from deepdist.word2vec import build_model, read_sentences, train, wikipedia_sentences  # noqa: E402
+from deepdist.word2vec import (build_model, read_sentences, train, wikipedia_dump,  # noqa: E402
+                                wikipedia_sentences)
 
 HYPER = dict(vector_size=100, window=5, min_count=5, sg=1, negative=5, sample=1e-3, seed=1)
 # 20 passes: gensim reaches WordSim353 ~0.54 on the excerpt (10 passes: ~0.39). Untrained vectors score
@@ -47,6 +48,14 @@ def test_wikipedia_excerpt_is_paragraphs_of_tokens(sentences):
     assert 8000 < len(sentences) < 9000
     assert 400_000 < sum(map(len, sentences)) < 480_000
     assert all(5 <= len(s) <= 10_000 and all(isinstance(w, str) for w in s) for s in sentences[:100])
+
+
+def test_a_wikipedia_dump_read_by_spark_gives_the_same_sentences(spark_context, sentences):
+    # The excerpt is a real pages-articles dump, bz2-compressed: read in splits smaller than the file, so
+    # pages cross split boundaries, as in a full dump read from HDFS.
+    rdd = wikipedia_dump(spark_context, datapath(word2vec.WIKIPEDIA_EXCERPT), split_bytes=300_000)
+    assert rdd.getNumPartitions() >= 5
+    assert rdd.collect() == sentences
 
 
 def test_long_lines_are_cut_into_pieces_gensim_can_train(tmp_path):
