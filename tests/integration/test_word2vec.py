@@ -4,8 +4,10 @@ single-process gensim, traffic, and the 2014 quick start through the generic API
 The corpus is the Wikipedia excerpt in gensim's own test data (about 437,000 words), so these tests need
 nothing but the installed packages.
 """
+import bz2
 import gzip
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -50,10 +52,25 @@ def test_wikipedia_excerpt_is_paragraphs_of_tokens(sentences):
     assert all(5 <= len(s) <= 10_000 and all(isinstance(w, str) for w in s) for s in sentences[:100])
 
 
-def test_a_wikipedia_dump_read_by_spark_gives_the_same_sentences(spark_context, sentences):
+def multistream(dump, folder, pages_per_stream=20):
+    """The dump re-compressed as Wikipedia's -multistream files are: its header, then one bz2 stream per
+    ``pages_per_stream`` pages, then its footer, concatenated."""
+    data = bz2.open(dump).read()
+    starts = [match.start() for match in re.finditer(rb"  <page>", data)] + [data.rindex(b"</mediawiki>")]
+    cuts = [0] + starts[:-1:pages_per_stream] + [starts[-1], len(data)]
+    path = folder / "enwiki-pages-articles-multistream.xml.bz2"
+    path.write_bytes(b"".join(bz2.compress(data[a:b]) for a, b in zip(cuts, cuts[1:])))
+    return path
+
+
+@pytest.mark.parametrize("streams", ["one", "multistream"])
+def test_a_wikipedia_dump_read_by_spark_gives_the_same_sentences(spark_context, sentences, tmp_path, streams):
     # The excerpt is a real pages-articles dump, bz2-compressed: read in splits smaller than the file, so
     # pages cross split boundaries, as in a full dump read from HDFS.
-    rdd = wikipedia_dump(spark_context, datapath(word2vec.WIKIPEDIA_EXCERPT), split_bytes=300_000)
+    dump = datapath(word2vec.WIKIPEDIA_EXCERPT)
+    if streams == "multistream":
+        dump = multistream(dump, tmp_path)
+    rdd = wikipedia_dump(spark_context, dump, split_bytes=300_000)
     assert rdd.getNumPartitions() >= 5
     assert rdd.collect() == sentences
 
