@@ -21,7 +21,8 @@ from .spark import (PARTITIONS, PROGRESS, PROGRESS_SIZE, RECORDS, UPDATES, WORDS
 
 log = logging.getLogger("deepdist")
 
-PROGRESS_INTERVAL = 0.5  # seconds between progress lines
+PROGRESS_INTERVAL = 0.5       # seconds between refreshes of the progress line on a terminal
+PROGRESS_LOG_INTERVAL = 30.0  # seconds between progress lines written to a file or a pipe (a driver's log)
 
 
 class DeepDist:
@@ -138,18 +139,31 @@ class DeepDist:
 
 
 class Progress:
-    """A line on stderr, refreshed while a job runs: partitions done, records/s, words/s, updates/s."""
+    """Progress on stderr while a job runs: partitions done, records/s, words/s, updates/s.
 
-    def __init__(self, dd: DeepDist, partitions: int):
+    On a terminal one line, rewritten in place every PROGRESS_INTERVAL seconds. Anywhere else (a
+    spark-submit driver's log file, a pipe) carriage returns would pile every refresh into one endless
+    line: a whole line every PROGRESS_LOG_INTERVAL seconds instead. Either way a last line when it stops.
+    """
+
+    def __init__(self, dd: DeepDist, partitions: int, stream=None):
         self.dd, self.partitions = dd, partitions
+        self.stream = sys.stderr if stream is None else stream
+        self.terminal = _is_terminal(self.stream)
         self.start_counts, self.started = dd.progress_counts(), time.monotonic()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.loop, name="deepdist-progress", daemon=True)
         self.thread.start()
 
     def loop(self):
-        while not self.done.wait(PROGRESS_INTERVAL):
-            print("\r" + self.line(), end="", file=sys.stderr, flush=True)
+        while not self.done.wait(PROGRESS_INTERVAL if self.terminal else PROGRESS_LOG_INTERVAL):
+            self.show(last=False)
+
+    def show(self, last: bool) -> None:
+        if self.terminal:
+            print("\r" + self.line(), end="\n" if last else "", file=self.stream, flush=True)
+        else:
+            print(self.line(), file=self.stream, flush=True)
 
     def line(self) -> str:
         counts = self.dd.progress_counts() - self.start_counts
@@ -164,7 +178,14 @@ class Progress:
     def stop(self):
         self.done.set()
         self.thread.join(2 * PROGRESS_INTERVAL)
-        print("\r" + self.line(), file=sys.stderr, flush=True)
+        self.show(last=True)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def format_summary(summary: dict) -> str:

@@ -1,10 +1,13 @@
 """DeepDist on local Spark with NumPy models: the original API, a custom descent, Downpour batches."""
+import io
 import types
 
 import numpy as np
 import pytest
 
-from deepdist import DeepDist, RequestError
+from deepdist import Client, DeepDist, RequestError
+from deepdist.driver import Progress
+from deepdist.spark import PROGRESS, progress_rows
 
 FEATURES = 10
 LEARNING_RATE = 0.5
@@ -175,3 +178,33 @@ def test_outside_its_with_block_deepdist_says_so(spark_context, no_leftover_shm)
         with dd:
             dd.train(rdd, mean_gradient)
     assert model["w"].tolist() == [6.0] * 3  # each block added 1 + 2 (its partitions' means) to the last's
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream", [Terminal, io.StringIO], ids=["terminal", "log"])
+def test_progress_line_counts_what_the_workers_reported(stream, no_leftover_shm):
+    out = stream()
+    with DeepDist({"w": np.zeros(3)}, progress=False) as dd:
+        progress = Progress(dd, partitions=4, stream=out)
+        with Client(dd.address) as client:  # what two tasks push: records, words, updates, partitions done
+            client.push({PROGRESS: progress_rows(records=30, words=600, updates=3, partitions=1)})
+            client.push({PROGRESS: progress_rows(records=10, words=200, updates=1, partitions=1)})
+        progress.stop()
+    text = out.getvalue()
+    last = text.split("\r")[-1] if stream is Terminal else text.splitlines()[-1] + "\n"
+    assert last.startswith("deepdist: partitions 2/4 | ") and last.endswith(" updates/s\n"), text
+    assert " records/s | " in last and " words/s | " in last
+    if stream is io.StringIO:  # in a log, no carriage returns: every line stands alone
+        assert "\r" not in text
+
+
+def test_train_prints_progress_and_a_summary(spark_context, capsys):
+    with DeepDist({"w": np.zeros(4)}) as dd:  # progress on by default
+        dd.train(spark_context.parallelize(range(1, 21), 2), sum_by_residue)
+    err = capsys.readouterr().err
+    assert "deepdist: partitions 2/2 | " in err
+    assert "deepdist: 2 partitions, 20 records, 2 updates in " in err
