@@ -55,8 +55,9 @@ def assert_timed_out(report, endpoint_host):
     assert report.get("error") == "ShardTimeout", report
     assert report["endpoint"].startswith(f"tcp://{endpoint_host}:")
     assert report["endpoint"] in report["message"] and f"within {TIMEOUT:g} s" in report["message"]
-    # The first request waits out the timeout, and nothing waits again while the client closes.
-    assert TIMEOUT <= report["seconds"] < TIMEOUT + 1.0, report
+    # The first request waits out the timeout, and nothing waits again while the client closes: one wait,
+    # not two (a bound at the second wait, not a guess at how long a loaded machine takes after the first).
+    assert TIMEOUT <= report["seconds"] < 2 * TIMEOUT, report
 
 
 def test_a_client_in_another_namespace_reaches_the_shards_at_the_advertised_address(namespace, start_server,
