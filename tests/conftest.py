@@ -1,5 +1,6 @@
 """Fixtures that start real shard processes and real sockets, and clean them up even when a test fails."""
 import os
+import threading
 
 import pytest
 import zmq
@@ -94,8 +95,6 @@ def spark_jobs_time_out(request):
     if "spark_context" not in request.fixturenames:
         yield
         return
-    import threading
-
     context = request.getfixturevalue("spark_context")
     timer = threading.Timer(SPARK_JOB_TIMEOUT, context.cancelAllJobs)
     timer.daemon = True
