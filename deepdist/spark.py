@@ -160,9 +160,14 @@ def progress_rows(records=0, words=0, updates=0, partitions=0) -> tuple:
 
 
 def unpack_model(model_broadcast):
-    """The task's own copy of the model the driver broadcast (pickled by the driver with cloudpickle, so
-    that classes defined in a driver script travel too; Spark's broadcast channel is the driver's own)."""
-    return worker_model(pickle.loads(model_broadcast.value))
+    """The task's own copy of the model the driver broadcast."""
+    return worker_model(load_shell(model_broadcast))
+
+
+def load_shell(model_broadcast):
+    """The model the driver broadcast, without its parameter arrays (pickled by the driver with cloudpickle,
+    so that classes defined in a driver script travel too; Spark's broadcast channel is the driver's own)."""
+    return pickle.loads(model_broadcast.value)
 
 
 def gradient_task(model_broadcast, job, partition, iterator):

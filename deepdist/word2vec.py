@@ -37,7 +37,7 @@ from gensim.models.word2vec_inner import MAX_WORDS_IN_BATCH, train_batch_cbow, t
 
 from . import kernels
 from .client import Client
-from .spark import PROGRESS, WORDS, progress_rows, unpack_model
+from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 
 __all__ = ["build_model", "train", "wikipedia_dump", "wikipedia_sentences", "read_sentences", "split_line"]
 
@@ -201,8 +201,9 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
         task costs 100-150 core-ms of Spark's own time, and a kept word about 65 bytes. 0: never keep.
     Returns the summary of all epochs: partitions, records (sentences), words (raw), effective_words
     (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall),
-    task_seconds (the tasks' own, added up) and kernel_seconds (of those, inside gensim's training kernel:
-    the rest is what distribution costs the tasks).
+    task_seconds (the tasks' own, added up), kernel_seconds (of those, inside gensim's training kernel:
+    the rest is what distribution costs the tasks) and vocabulary_loads (how many times a Python worker
+    unpickled the vocabulary: once per worker, not per task).
     """
     model = dd.model
     if "syn0" not in dd.names or not hasattr(model, "cum_table"):
@@ -244,7 +245,8 @@ def _train_partition(model_broadcast, job, index, sentences):
     else:
         epoch, partition = divmod(index, job["partitions"])
         passes = [(epoch, sentences)]
-    trainer = _Trainer(unpack_model(model_broadcast), job, partition)
+    model, paths, loaded = _task_model(model_broadcast)
+    trainer = _Trainer(model, job, partition, paths, loaded)
     with Client(job["address"], **job["client"]) as client:
         for epoch, data in passes:
             trainer.seed(epoch)
@@ -255,6 +257,35 @@ def _train_partition(model_broadcast, job, index, sentences):
         del trainer.counts["loss"]
     yield dict(trainer.counts, partitions=len(passes), seconds=time.monotonic() - started,
                bytes_sent=client.bytes_sent, bytes_received=client.bytes_received)
+
+
+# A Python worker runs task after task of a job (spark.python.worker.reuse, on by default), and Spark hands
+# every task of the job the same broadcast object. Unpickling the vocabulary once per task would cost 1.3 s
+# a task at a 2M-word vocabulary (2.9 s with hs): the last job's shell, and its flattened Huffman paths, stay
+# in the worker until a task of another job replaces them.
+_last_shell = (None, None, None)  # (broadcast, model shell, Huffman paths or None)
+
+
+def _task_model(model_broadcast) -> tuple:
+    """This task's own model and its vocabulary's Huffman paths (None without hs); whether the shell had
+    to be unpickled for it."""
+    global _last_shell
+    broadcast, shell, paths = _last_shell
+    loaded = broadcast is not model_broadcast
+    if loaded:
+        _last_shell = (None, None, None)  # the previous job's goes first
+        shell = load_shell(model_broadcast)
+        paths = _huffman_paths(shell) if shell.hs else None
+        _last_shell = (model_broadcast, shell, paths)
+    return worker_model(shell), paths, loaded
+
+
+def _huffman_paths(model) -> tuple:
+    """Every word's Huffman path (the syn1 rows it trains), flattened: word i's nodes are
+    ``nodes[starts[i]:starts[i] + lengths[i]]``. Returns (lengths, starts, nodes)."""
+    points = model.wv.expandos["point"]
+    lengths = np.fromiter(map(len, points), np.int64, len(points))
+    return lengths, np.cumsum(lengths) - lengths, np.concatenate(points).astype(np.int64)
 
 
 def _chunks(sentences, chunk_words):
@@ -297,7 +328,9 @@ def _jobs(chunk):
 class _Trainer:
     """One task's model with full-size private buffers, and the pull-train-push cycle of one chunk."""
 
-    def __init__(self, model, job, partition):
+    def __init__(self, model, job, partition, paths=None, loaded=True):
+        """paths: ``_huffman_paths(model)`` with hs (computed here if None); loaded: whether this task
+        unpickled the vocabulary (counted as ``vocabulary_loads``)."""
         self.model, self.job = model, job
         vocab, size = len(model.wv.index_to_key), model.layer1_size
         # gensim's kernels index these by raw pointer with no dtype or shape check: full-size C-contiguous
@@ -308,12 +341,7 @@ class _Trainer:
             model.syn1neg = self.buffers["syn1neg"] = np.zeros((vocab, size), np.float32)
         if model.hs:
             model.syn1 = self.buffers["syn1"] = np.zeros((vocab, size), np.float32)
-            # Every word's Huffman path (the syn1 rows it trains), flattened: word i's nodes are
-            # path_nodes[path_starts[i]:path_starts[i] + path_lengths[i]].
-            points = model.wv.expandos["point"]
-            self.path_lengths = np.fromiter(map(len, points), np.int64, len(points))
-            self.path_starts = np.cumsum(self.path_lengths) - self.path_lengths
-            self.path_nodes = np.concatenate(points).astype(np.int64)
+            self.path_lengths, self.path_starts, self.path_nodes = paths or _huffman_paths(model)
         self.partition = partition
         self.seed(0)
         self.noise_table = model.cum_table  # the full unigram^0.75 table the pools are drawn from
@@ -322,7 +350,7 @@ class _Trainer:
         self.work = matutils.zeros_aligned(size, dtype=np.float32)
         self.neu1 = matutils.zeros_aligned(size, dtype=np.float32)
         self.counts = {"records": 0, "words": 0, "effective_words": 0, "updates": 0, "loss": 0.0,
-                       "kernel_seconds": 0.0}
+                       "kernel_seconds": 0.0, "vocabulary_loads": int(loaded)}
 
     def seed(self, epoch) -> None:
         """Seed model.random (subsampling and negative draws) and the pool's rng per (model seed, epoch,

@@ -301,6 +301,9 @@ def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences
     assert summary["words"] == EPOCHS * model.corpus_total_words
     assert 0.5 * summary["words"] < summary["effective_words"] < summary["words"]  # subsampling on
     assert 0 < summary["kernel_seconds"] < summary["task_seconds"]
+    # A reused Python worker unpickles the vocabulary once per job, not once per task (up to 40 tasks here;
+    # 2 cores run 2 workers, and Spark may fork a third while one is being handed back).
+    assert 1 <= summary["vocabulary_loads"] <= 4, summary["vocabulary_loads"]
     assert summary["updates"] >= EPOCHS * model.corpus_total_words / 10_000
     # Rows, not matrices. Here a 10,000-word chunk touches about a quarter of this small vocabulary (8,597
     # words); the share shrinks as the vocabulary grows (see the next test).
