@@ -240,12 +240,6 @@ cdef bint _all_finite_kernel(const uword *src, Py_ssize_t n, uword exponent) noe
 # Typed layer: memoryview conversion (ValueError on wrong ndim, non-contiguous
 # or read-only dst), shape and bounds checks, then the raw kernel without the GIL.
 
-cdef int _raise_bad_row(str func, const int64_t[::1] rows, Py_ssize_t i,
-                        Py_ssize_t n_rows) except -1:
-    raise IndexError(f"{func}: rows[{i}] = {_load(&rows[0], i)} is out of "
-                     f"bounds for an array with {n_rows} rows; nothing was written")
-
-
 cdef int _axpy(floating[::1] dst, const floating[::1] src, double alpha) except -1:
     cdef Py_ssize_t n = dst.shape[0]
     if src.shape[0] != n:
@@ -258,19 +252,29 @@ cdef int _axpy(floating[::1] dst, const floating[::1] src, double alpha) except 
     return 0
 
 
+cdef bint _check_row_args(str func, str name, Py_ssize_t shape0, Py_ssize_t shape1, str table,
+                          Py_ssize_t n_rows, Py_ssize_t dim, const int64_t[::1] rows) except -1:
+    """What every row kernel checks before it writes: the per-row array ``name`` has shape
+    (len(rows), dim) and every row is in [0, n_rows) of ``table``.  Returns whether
+    there is anything to do."""
+    cdef Py_ssize_t n = rows.shape[0], bad
+    if shape0 != n or shape1 != dim:
+        raise ValueError(f"{func}: {name} has shape ({shape0}, {shape1}), "
+                         f"expected (len(rows), {table}.shape[1]) = ({n}, {dim})")
+    if n == 0:
+        return False
+    with nogil:
+        bad = _first_bad_row(&rows[0], n, 0, n_rows)
+    if bad >= 0:
+        raise IndexError(f"{func}: rows[{bad}] = {_load(&rows[0], bad)} is out of "
+                         f"bounds for an array with {n_rows} rows; nothing was written")
+    return dim != 0
+
+
 cdef int _scatter_add(floating[:, ::1] dst, const int64_t[::1] rows,
                       const floating[:, ::1] src, double alpha) except -1:
-    cdef Py_ssize_t n = rows.shape[0], bad
-    if src.shape[0] != n or src.shape[1] != dst.shape[1]:
-        raise ValueError(f"scatter_add: src has shape ({src.shape[0]}, {src.shape[1]}), "
-                         f"expected (len(rows), dst.shape[1]) = ({n}, {dst.shape[1]})")
-    if n == 0:
-        return 0
-    with nogil:
-        bad = _first_bad_row(&rows[0], n, 0, dst.shape[0])
-    if bad >= 0:
-        _raise_bad_row("scatter_add", rows, bad, dst.shape[0])
-    if dst.shape[1]:
+    if _check_row_args("scatter_add", "src", src.shape[0], src.shape[1], "dst", dst.shape[0], dst.shape[1],
+                       rows):
         with nogil:
             _scatter_add_kernel(dst, &rows[0], src, <floating>alpha)
     return 0
@@ -278,17 +282,7 @@ cdef int _scatter_add(floating[:, ::1] dst, const int64_t[::1] rows,
 
 cdef int _gather(const floating[:, ::1] src, const int64_t[::1] rows,
                  floating[:, ::1] out) except -1:
-    cdef Py_ssize_t n = rows.shape[0], bad
-    if out.shape[0] != n or out.shape[1] != src.shape[1]:
-        raise ValueError(f"gather: out has shape ({out.shape[0]}, {out.shape[1]}), "
-                         f"expected (len(rows), src.shape[1]) = ({n}, {src.shape[1]})")
-    if n == 0:
-        return 0
-    with nogil:
-        bad = _first_bad_row(&rows[0], n, 0, src.shape[0])
-    if bad >= 0:
-        _raise_bad_row("gather", rows, bad, src.shape[0])
-    if src.shape[1]:
+    if _check_row_args("gather", "out", out.shape[0], out.shape[1], "src", src.shape[0], src.shape[1], rows):
         with nogil:
             _gather_kernel(src, &rows[0], out)
     return 0
@@ -296,17 +290,7 @@ cdef int _gather(const floating[:, ::1] src, const int64_t[::1] rows,
 
 cdef int _scatter(floating[:, ::1] dst, const int64_t[::1] rows,
                   const floating[:, ::1] src) except -1:
-    cdef Py_ssize_t n = rows.shape[0], bad
-    if src.shape[0] != n or src.shape[1] != dst.shape[1]:
-        raise ValueError(f"scatter: src has shape ({src.shape[0]}, {src.shape[1]}), "
-                         f"expected (len(rows), dst.shape[1]) = ({n}, {dst.shape[1]})")
-    if n == 0:
-        return 0
-    with nogil:
-        bad = _first_bad_row(&rows[0], n, 0, dst.shape[0])
-    if bad >= 0:
-        _raise_bad_row("scatter", rows, bad, dst.shape[0])
-    if dst.shape[1]:
+    if _check_row_args("scatter", "src", src.shape[0], src.shape[1], "dst", dst.shape[0], dst.shape[1], rows):
         with nogil:
             _scatter_kernel(dst, &rows[0], src)
     return 0

@@ -50,12 +50,16 @@ def _view(a, ndim, writable=False):
     return array
 
 
-def _check_bounds(func, rows, n_rows):
-    bad = np.flatnonzero((rows < 0) | (rows >= n_rows))
+def _check_row_args(func, name, values, table_name, table, rows):
+    """What every row kernel checks before it writes (see ``deepdist._core._check_row_args``)."""
+    if values.shape != (rows.shape[0], table.shape[1]):
+        raise ValueError(f"{func}: {name} has shape ({values.shape[0]}, {values.shape[1]}), "
+                         f"expected (len(rows), {table_name}.shape[1]) = ({rows.shape[0]}, {table.shape[1]})")
+    bad = np.flatnonzero((rows < 0) | (rows >= table.shape[0]))
     if bad.size:
         i = int(bad[0])
         raise IndexError(f"{func}: rows[{i}] = {rows[i]} is out of bounds for an array "
-                         f"with {n_rows} rows; nothing was written")
+                         f"with {table.shape[0]} rows; nothing was written")
 
 
 def axpy(dst, src, alpha=1.0):
@@ -77,10 +81,7 @@ def scatter_add(dst, rows, src, alpha=1.0):
     _check_rows("scatter_add", rows)
     _same_float_dtype("scatter_add", "dst", dst, "src", src)
     dst, rows, src = _view(dst, 2, writable=True), _view(rows, 1), _view(src, 2)
-    if src.shape != (rows.shape[0], dst.shape[1]):
-        raise ValueError(f"scatter_add: src has shape ({src.shape[0]}, {src.shape[1]}), "
-                         f"expected (len(rows), dst.shape[1]) = ({rows.shape[0]}, {dst.shape[1]})")
-    _check_bounds("scatter_add", rows, dst.shape[0])
+    _check_row_args("scatter_add", "src", src, "dst", dst, rows)
     np.add.at(dst, rows, dst.dtype.type(alpha) * src)
 
 
@@ -89,10 +90,7 @@ def gather(src, rows, out):
     _check_rows("gather", rows)
     _same_float_dtype("gather", "src", src, "out", out)
     src, rows, out = _view(src, 2), _view(rows, 1), _view(out, 2, writable=True)
-    if out.shape != (rows.shape[0], src.shape[1]):
-        raise ValueError(f"gather: out has shape ({out.shape[0]}, {out.shape[1]}), "
-                         f"expected (len(rows), src.shape[1]) = ({rows.shape[0]}, {src.shape[1]})")
-    _check_bounds("gather", rows, src.shape[0])
+    _check_row_args("gather", "out", out, "src", src, rows)
     np.take(src, rows, axis=0, out=out)
 
 
@@ -101,10 +99,7 @@ def scatter(dst, rows, src):
     _check_rows("scatter", rows)
     _same_float_dtype("scatter", "dst", dst, "src", src)
     dst, rows, src = _view(dst, 2, writable=True), _view(rows, 1), _view(src, 2)
-    if src.shape != (rows.shape[0], dst.shape[1]):
-        raise ValueError(f"scatter: src has shape ({src.shape[0]}, {src.shape[1]}), "
-                         f"expected (len(rows), dst.shape[1]) = ({rows.shape[0]}, {dst.shape[1]})")
-    _check_bounds("scatter", rows, dst.shape[0])
+    _check_row_args("scatter", "src", src, "dst", dst, rows)
     # numpy leaves unspecified which source of a repeated row a fancy assignment keeps: pick the last.
     distinct, first_from_end = np.unique(rows[::-1], return_index=True)
     dst[distinct] = src[len(rows) - 1 - first_from_end]
