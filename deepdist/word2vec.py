@@ -311,9 +311,12 @@ def _chunks(sentences, chunk_words):
         yield chunk, records
 
 
-def _jobs(chunk):
-    """gensim's own split of a chunk into calls of at most 10,000 raw words (``Word2Vec._job_producer``):
-    one ``train_batch_*`` call trains at most 10,000 words and ignores the rest."""
+def _jobs(chunk, raw: int):
+    """gensim's own split of a chunk of ``raw`` words into calls of at most 10,000 raw words
+    (``Word2Vec._job_producer``): one ``train_batch_*`` call trains at most 10,000 words and ignores the rest."""
+    if raw <= MAX_WORDS_IN_BATCH:  # one call (the default chunk size): no need to walk the sentences
+        yield chunk, raw
+        return
     job, words = [], 0
     for sentence in chunk:
         if job and words + len(sentence) > MAX_WORDS_IN_BATCH:
@@ -455,14 +458,8 @@ class _Trainer:
         model.cum_table = cum_table
         start, end, total = job["start_alpha"], job["end_alpha"], job["total_words"]
         model.running_training_loss = 0.0
-        if not rows:  # no word in the vocabulary
-            jobs = ()
-        elif raw <= MAX_WORDS_IN_BATCH:  # one call (the default chunk size): no need to walk the sentences
-            jobs = ((chunk, raw),)
-        else:
-            jobs = _jobs(chunk)
         started = time.perf_counter()
-        for sentences, words in jobs:
+        for sentences, words in _jobs(chunk, raw) if rows else ():  # no rows: no word in the vocabulary
             # gensim's schedule: linear in the raw words trained so far, by all workers, over all epochs
             alpha = max(end, start - (start - end) * done / total)
             if model.sg:
