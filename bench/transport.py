@@ -8,7 +8,8 @@ Two baselines run beside deepdist, in the same run:
 - raw pyzmq + numpy, the least a parameter server must do: the same ROUTER processes, but they also apply
   each push to an array with numpy (`np.add(dst, values, out=dst)`, or `dst[rows] += values` for sparse
   updates, whose rows here are unique) and answer each pull with fresh values (`part.copy()`, or
-  `np.take(array, rows, axis=0)` with the rows the request carried). No validation, no finite check, no per-client sequence numbers.
+  `np.take(array, rows, axis=0)` with the rows the request carried). No validation, no finite check, no
+  per-client sequence numbers.
 
 deepdist's figures include everything it does: cutting the update by owner, validating every frame, the
 finite check, applying the update to shared memory, copying pulled rows. Throughput is GB/s of parameter
