@@ -66,12 +66,18 @@ def model_arrays(shape) -> dict:
 
 
 def serve(params, copy_back, args, measured, label) -> None:
-    """Serve ``params`` with 2 shards and word2vec-like traffic; record each process's memory in ``measured``."""
+    """Serve ``params`` with 2 shards and word2vec-like traffic; record each process's memory in ``measured``,
+    and the driver's peak while the server starts and while it stops (the client's traffic in between runs in
+    this process too, where a Spark task's would not)."""
     measured[f"driver, before the server ({label})"] = rollup(os.getpid())
-    with ParameterServer(params, shards=2, copy_back=copy_back) as ps:
+    # As DeepDist serves a model it alone holds: moved in (pages given back as copied), moved out at the end.
+    move_in = [] if copy_back else list(params)
+    reset_peak()
+    with ParameterServer(params, shards=2, copy_back=copy_back, move_in=move_in) as ps:
         if not copy_back:
             params.clear()  # as DeepDist does: the model points at shared memory now
             gc.collect()
+        measured[f"driver, peak while the server starts ({label})"] = {"Rss": peak_rss_mb()}
         measured[f"driver, server started ({label})"] = rollup(os.getpid())
         pids = [process.pid for process in ps.processes]
         for shard, pid in enumerate(pids):
@@ -83,15 +89,25 @@ def serve(params, copy_back, args, measured, label) -> None:
                 client.pull(rows={"syn0": rows, "syn1neg": rows})
                 ones = np.ones((len(rows), args.dim), np.float32)
                 client.push({"syn0": (rows, ones), "syn1neg": (rows, ones)})
-            client.push({"syn0": np.ones((args.rows, args.dim), np.float32)})
+            dense = np.ones((args.rows, args.dim), np.float32)
+            client.push({"syn0": dense})
             client.pull(["syn0"])
+            del dense
         for shard, pid in enumerate(pids):
             measured[f"shard {shard}, after traffic ({label})"] = rollup(pid)
+        gc.collect()
+        reset_peak()
+    measured[f"driver, peak while the block ends ({label})"] = {"Rss": peak_rss_mb()}
     measured[f"driver, after the block ({label})"] = rollup(os.getpid())
 
 
 def peak_rss_mb() -> float:
     return int(re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1)) / 1024
+
+
+def reset_peak() -> None:
+    """Start this process's VmHWM afresh from its current Rss (Linux 4.0 and later)."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def main():
@@ -107,11 +123,9 @@ def main():
     shape = (args.rows, args.dim)
     param_mb = 2 * args.rows * args.dim * 4 / 2**20
     measured = {}
-    # First as DeepDist serves a model (copy_back=False: the caller lets go of its arrays), so that this
-    # process's peak, read after the block, is that of this way alone; then with the arrays kept and copied
-    # back into, ParameterServer's default.
-    serve(model_arrays(shape), False, args, measured, "DeepDist: copy_back=False")
-    measured["driver, peak so far (VmHWM, Rss only)"] = {"Rss": peak_rss_mb()}
+    # As DeepDist serves a model (copy_back=False and move_in: the caller hands its arrays over), then with
+    # the arrays kept and copied back into, ParameterServer's default.
+    serve(model_arrays(shape), False, args, measured, "DeepDist")
     serve(model_arrays(shape), True, args, measured, "copy_back=True")
 
     print(f"parameters: 2 x {args.rows:,} x {args.dim} float32 = {param_mb:,.0f} MB, 2 shards (MB)")

@@ -73,7 +73,10 @@ class DeepDist:
         arrays[PROGRESS] = np.zeros(PROGRESS_SIZE)
         # copy_back=False: once the model points at shared memory nothing holds its original arrays, which
         # are freed, and the final values come back in new arrays; the driver holds the parameters once.
+        # An array that only the model refers to is moved in, its memory given back as it is copied, so
+        # that the start does not hold it twice either. One the caller also holds keeps its values.
         options.setdefault("copy_back", False)
+        options.setdefault("move_in", [name for name in self.names if held_only_by_the_model(arrays, name)])
         self.server = ParameterServer(arrays, shards=config["shards"], host=config["host"], port=config["port"],
                                       advertise=config["advertise"], check_finite=config["check_finite"],
                                       **options).start()
@@ -186,6 +189,14 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def held_only_by_the_model(arrays: dict, name) -> bool:
+    """Whether nothing but the model and ``arrays`` refers to ``arrays[name]``; a view of it, a memoryview or a
+    name the caller kept adds a reference. Counted beside an array that only one dict holds, the same way,
+    so that the answer does not depend on how a Python version counts its own temporary references."""
+    alone = {name: np.empty(0)}
+    return sys.getrefcount(arrays[name]) <= sys.getrefcount(alone[name]) + 1
 
 
 def format_summary(summary: dict) -> str:

@@ -44,6 +44,10 @@ class ParameterServer:
         lets go of them once they are in shared memory, so the caller can free them while the server runs,
         and hands the final values back in new arrays (``ps.params``), moving them out of shared memory block
         by block: the parameters are held once, not twice.
+    move_in: names of given arrays the caller hands over: each is moved into shared memory block by block,
+        its pages given back to the system as they are copied, so that the start does not hold the
+        parameters twice either; while the server runs those arrays read zeros (``shm.create(move=True)``;
+        an array that does not own its memory, or not on Linux, is copied and left as it is).
 
     Inside the ``with`` block ``ps.params[name]`` is a live, zero-copy view of the master parameter. After it,
     ``ps.params`` holds the final values as private arrays: the arrays given, written (for read-only ones, new
@@ -53,13 +57,17 @@ class ParameterServer:
 
     def __init__(self, params, shards: int = 2, host: str = "127.0.0.1", port: int = 0, advertise=None,
                  start_timeout: float = 30.0, stop_timeout: float = 10.0, check_finite: bool = True,
-                 copy_back: bool = True):
+                 copy_back: bool = True, move_in=()):
         if shards < 1:
             raise ValueError(f"shards must be at least 1, got {shards}")
         for name, array in params.items():
             check_param(name, array)
         self.given = params
         self.copy_back = copy_back
+        self.move_in = frozenset(move_in)
+        unknown = self.move_in - set(params)
+        if unknown:
+            raise KeyError(f"move_in names {sorted(unknown)}, which are not among the parameters {sorted(params)}")
         self.n_shards = shards
         self.host, self.port = host, port
         self.advertise = advertise or (socket.getfqdn() if host in WILDCARDS else host)
@@ -83,13 +91,13 @@ class ParameterServer:
 
     def start(self) -> "ParameterServer":
         try:
-            self.segments = {name: shm.create(np.ascontiguousarray(array), tag=str(i))
-                             for i, (name, array) in enumerate(self.given.items())}
+            # One at a time into self.segments, so that a failure part way unlinks those made and hands
+            # back their values (into the given arrays: moved-in ones read zeros until then).
+            for i, (name, array) in enumerate(self.given.items()):
+                self.segments[name] = shm.create(array, tag=str(i), move=name in self.move_in)
             self.params = {name: segment.array for name, segment in self.segments.items()}
             server_id = secrets.randbits(64) or 1
             largest = max((array.nbytes for array in self.given.values()), default=0)
-            if not self.copy_back:
-                self.given = None  # shared memory holds the values now; the caller may free the originals
             limit = max(MIN_MESSAGE_LIMIT, 2 * largest + (1 << 20))
             for index in range(self.n_shards):
                 self.start_shard(index, server_id, limit)
@@ -97,6 +105,8 @@ class ParameterServer:
         except BaseException:
             self.stop(raise_dead=False)
             raise
+        if not self.copy_back:
+            self.given = None  # shared memory holds the values now; the caller may free the originals
         self.address = ServerAddress(tuple(endpoints), server_id, tuple(self.specs.values()), limit)
         self.watcher = threading.Thread(target=self.watch, name="deepdist-shard-watcher", daemon=True)
         self.watcher.start()

@@ -7,15 +7,17 @@ process exits); see ``attach``.
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import secrets
+import sys
 from multiprocessing import shared_memory
 
 import numpy as np
 
 PREFIX = "deepdist-"
-MOVE_BLOCK = 64 << 20  # bytes copied out of a segment between releases of its pages (a multiple of pages)
+MOVE_BLOCK = 64 << 20  # bytes moved into or out of a segment between releases of pages (a multiple of pages)
 
 
 class Segment:
@@ -66,13 +68,54 @@ class Segment:
                 pass
 
 
-def create(array: np.ndarray, tag: str = "") -> Segment:
-    """A new segment initialised with a copy of ``array``."""
+def create(array: np.ndarray, tag: str = "", move: bool = False) -> Segment:
+    """A new segment initialised with a copy of ``array``.
+
+    move: the caller hands ``array`` over. It is copied block by block, and each block's pages go back to
+    the system once copied (``release_pages``), so that the array and the segment never hold more than the
+    values and one block between them; ``array`` reads zeros afterwards. Only for an array that owns its
+    memory (not a view, whose base others may read) and only on Linux; otherwise the copy leaves it as it is.
+    """
     name = f"{PREFIX}{os.getpid()}-{tag}-{secrets.token_hex(4)}"
     shm = shared_memory.SharedMemory(name=name, create=True, size=max(array.nbytes, 1))
     segment = Segment(shm.name, shm.buf, array.dtype, array.shape, owner=shm)
-    np.copyto(segment.array, array)
+    if move and can_release(array):
+        src, dst = array.reshape(-1).view(np.uint8), segment.array.reshape(-1).view(np.uint8)
+        for start in range(0, len(src), MOVE_BLOCK):
+            stop = min(len(src), start + MOVE_BLOCK)
+            dst[start:stop] = src[start:stop]
+            release_pages(src[start:stop])
+    else:
+        np.copyto(segment.array, array)
     return segment
+
+
+def can_release(array: np.ndarray) -> bool:
+    """Whether ``release_pages`` may empty ``array``: its own contiguous, writable memory, on Linux."""
+    return (sys.platform.startswith("linux") and array.flags.owndata and array.flags.c_contiguous
+            and array.flags.writeable)
+
+
+def release_pages(block: np.ndarray) -> None:
+    """Give the whole pages inside ``block``'s memory back to the system: they read zeros afterwards and
+    cost nothing until written again (``madvise(MADV_DONTNEED)`` on private memory, Linux). The partial
+    pages at either end are left as they are."""
+    start, stop = block.ctypes.data, block.ctypes.data + block.nbytes
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = stop // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first and _madvise(first, last - first, mmap.MADV_DONTNEED) != 0:
+        raise OSError(ctypes.get_errno(), f"madvise(MADV_DONTNEED) failed: {os.strerror(ctypes.get_errno())}")
+
+
+def _libc_madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes, madvise.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
+    return madvise
+
+
+_madvise = _libc_madvise()
 
 
 def attach(name: str, dtype, shape) -> Segment:

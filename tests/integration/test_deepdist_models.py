@@ -1,5 +1,7 @@
 """DeepDist on local Spark with NumPy models: the original API, a custom descent, Downpour batches."""
 import io
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -141,6 +143,45 @@ def test_the_driver_holds_the_parameters_once_while_training(spark_context):
         live = model.W.copy()
     np.testing.assert_array_equal(model.W, live)  # the final values, in an ordinary array
     assert model.W.any() and model.W.flags.writeable
+
+
+# Run in a fresh process, so that its peak resident memory (VmHWM) is this block's alone.
+START_PEAK = """
+import re, sys
+from pathlib import Path
+import numpy as np
+from deepdist import DeepDist
+
+def peak():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) << 10
+
+model = {"w": np.full((%(rows)d, 256), 3.0, np.float32)}
+kept = model["w"] if sys.argv[1] == "kept" else None
+before = peak()
+with DeepDist(model, progress=False) as dd:
+    grew = peak() - before
+    assert (dd.model["w"] == 3.0).all()
+assert (model["w"] == 3.0).all()
+print(grew, int((kept == 3.0).all()) if kept is not None else -1)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are given back with Linux's madvise")
+@pytest.mark.parametrize("holder", ["model", "kept"])
+def test_the_driver_never_holds_the_parameters_twice(holder, no_leftover_shm):
+    """Starting the block moves the model's arrays into shared memory a block at a time, giving their pages
+    back as it goes: the driver's peak grows by far less than the parameters (it grew by all of them when
+    they were copied whole). An array the caller also holds is copied instead, and keeps its values."""
+    rows = 1 << 18  # 256 MB of float32
+    result = subprocess.run([sys.executable, "-c", START_PEAK % {"rows": rows}, holder], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    grew, kept_intact = map(int, result.stdout.split())
+    size = rows * 256 * 4
+    if holder == "model":
+        assert grew < size / 2
+    else:
+        assert kept_intact == 1 and grew > size / 2
 
 
 def push_nan(model, data):

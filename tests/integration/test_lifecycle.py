@@ -101,3 +101,46 @@ def test_bad_parameters_are_refused_up_front():
         ParameterServer({"w": np.zeros((0, 3))})
     with pytest.raises(ValueError, match="shards"):
         ParameterServer({"w": np.zeros(3)}, shards=0)
+
+
+def test_moved_in_arrays_are_emptied_and_given_the_final_values_back(no_leftover_shm):
+    """move_in hands arrays over: their pages go back to the system as they are copied into shared memory, so
+    they read zeros while the server runs (all but the partial pages at either end); copy_back fills them
+    with the final values. An array not named keeps its values."""
+    moved, kept = np.full((4096, 256), 3.0, np.float32), np.full((4096, 256), 3.0, np.float32)
+    with ParameterServer({"moved": moved, "kept": kept}, shards=2, move_in=["moved"]) as ps:
+        assert (moved == 0).mean() > 0.99
+        assert (kept == 3.0).all()
+        np.testing.assert_array_equal(ps.params["moved"], 3.0)
+        with Client(ps.address) as client:
+            client.push({"moved": np.ones_like(moved)})
+    np.testing.assert_array_equal(moved, 4.0)
+
+
+def test_a_view_is_never_emptied(no_leftover_shm):
+    """A view's memory belongs to its base, which others may read: it is copied, not moved."""
+    base = np.full((2048, 256), 3.0, np.float32)
+    with ParameterServer({"w": base[1024:]}, shards=1, move_in=["w"], copy_back=False):
+        assert (base == 3.0).all()
+
+
+def test_a_failed_start_hands_moved_in_values_back(no_leftover_shm):
+    """Shards that cannot start (here: the port is taken) leave the moved-in arrays as they were."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        w = np.full((4096, 256), 3.0, np.float32)
+        with pytest.raises(ShardDied):
+            ParameterServer({"w": w}, shards=1, port=taken.getsockname()[1], move_in=["w"],
+                            copy_back=False).start()
+        assert (w == 3.0).all()
+    finally:
+        taken.close()
+
+
+def test_move_in_names_parameters():
+    with pytest.raises(KeyError, match="not among the parameters"):
+        ParameterServer({"w": np.zeros(3)}, move_in=["v"])
