@@ -97,18 +97,25 @@ class DeepDist:
         """Records, words, updates and partitions done so far, summed over every worker (live)."""
         return self.running().params[PROGRESS].copy()
 
-    def train(self, rdd, gradient, descent=None, batch=None) -> dict:
+    def train(self, rdd, gradient, descent=None, batch=None, rows=None) -> dict:
         """One pass over ``rdd``: each task pulls the parameters, runs ``gradient(model, data)`` and pushes.
 
         gradient(model, data): runs on workers with the model's parameters freshly pulled; ``data`` iterates
             over the task's records; returns ``{name: dense delta}`` or ``{name: (rows, values)}``.
         descent(model, update): None adds the update; else it is run by each shard on the rows it owns.
         batch: pull and push every ``batch`` records (Downpour SGD) instead of once per partition.
+        rows: for models too big to pull whole, ``rows(records) -> {name: row indices}`` names the rows of
+            each parameter that ``gradient`` reads for a batch (a list of records; without ``batch`` the
+            whole partition, read into a list). Only those are pulled, into full-size arrays that read zero
+            elsewhere (a parameter left out is pulled whole); ``gradient`` should return ``(rows, values)``.
         Returns a summary: partitions, records, updates, bytes sent and received, seconds.
         """
         if batch is not None and batch < 1:
             raise ValueError(f"batch must be a positive number of records, got {batch}")
-        job = {"names": self.names, "gradient": gradient, "batch": batch, "address": self.address,
+        if rows is not None and not callable(rows):
+            raise TypeError(f"rows must be a function rows(records) -> {{name: row indices}}, got "
+                            f"{type(rows).__name__}")
+        job = {"names": self.names, "gradient": gradient, "batch": batch, "rows": rows, "address": self.address,
                "client": self.client_options}
         return self.run(rdd, gradient_task, job, descent)
 

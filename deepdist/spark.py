@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from . import kernels
 from .client import Client
 from .models import is_word2vec, set_arrays
 from .sharding import WILDCARDS
@@ -178,11 +179,16 @@ def gradient_task(model_broadcast, job, partition, iterator):
     model = unpack_model(model_broadcast)
     names, gradient, batch = job["names"], job["gradient"], job["batch"]
     specs = {spec.name: spec for spec in job["address"].params}
+    rows_pulled = RowsPulled(specs, names, job["rows"]) if job.get("rows") else None
     started = time.monotonic()
     records = updates = 0
     with Client(job["address"], **job["client"]) as client:
         for part in batches(iterator, batch):
-            set_arrays(model, client.pull(names))
+            if rows_pulled is None:
+                set_arrays(model, client.pull(names))
+            else:
+                part = list(part)
+                set_arrays(model, rows_pulled.pull(client, part))
             counted = Counted(part)
             update = gradient(model, counted)
             update = {name: as_param_dtype(specs, name, value) for name, value in (update or {}).items()}
@@ -194,6 +200,50 @@ def gradient_task(model_broadcast, job, partition, iterator):
         client.flush()
     yield {"partitions": 1, "records": records, "updates": updates, "seconds": time.monotonic() - started,
            "bytes_sent": client.bytes_sent, "bytes_received": client.bytes_received}
+
+
+class RowsPulled:
+    """A task's parameters when ``rows(records)`` names the rows each batch reads: the task pulls only those
+    (a parameter the answer leaves out is pulled whole) into full-size arrays of its own, zeros elsewhere.
+
+    The arrays are allocated once per task with ``np.zeros``, whose pages cost nothing until written, so a task
+    holds only the rows it has read. The rows filled for the previous batch are zeroed before the next batch's
+    are filled in: a row the batch did not name reads zero, never a stale value.
+    """
+
+    def __init__(self, specs, names, rows):
+        self.specs, self.names, self.rows = specs, names, rows
+        self.arrays, self.filled = {}, {}
+
+    def pull(self, client, records: list) -> dict:
+        wanted = self.rows(records)
+        if not isinstance(wanted, dict):
+            raise TypeError(f"rows(records) must return {{name: row indices}}, got {type(wanted).__name__}")
+        unknown = set(wanted) - set(self.names)
+        if unknown:
+            raise KeyError(f"rows(records) named {sorted(unknown)}, which are not parameters "
+                           f"(parameters: {sorted(self.names)})")
+        wanted = {name: self.distinct(name, rows) for name, rows in wanted.items() if rows is not None}
+        pulled = client.pull(self.names, rows={name: wanted.get(name) for name in self.names})
+        for name, rows in wanted.items():
+            spec = self.specs[name]
+            if name not in self.arrays:
+                self.arrays[name] = np.zeros(spec.shape, spec.dtype)
+            flat = self.arrays[name].reshape(spec.n_rows, -1)
+            previous = self.filled.get(name)
+            if previous is not None:
+                kernels.scatter(flat, previous, np.zeros((len(previous), flat.shape[1]), flat.dtype))
+            kernels.scatter(flat, rows, pulled[name].reshape(len(rows), -1))
+            self.filled[name] = rows
+            pulled[name] = self.arrays[name]
+        return pulled
+
+    @staticmethod
+    def distinct(name, rows) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.size and rows.dtype.kind not in "iu":
+            raise TypeError(f"rows(records) gave {rows.dtype} rows for {name!r}; row indices are integers")
+        return np.unique(rows.reshape(-1).astype(np.int64))
 
 
 class DescentKeepingProgress:
