@@ -52,7 +52,8 @@ class ParameterServer:
     Inside the ``with`` block ``ps.params[name]`` is a live, zero-copy view of the master parameter. After it,
     ``ps.params`` holds the final values as private arrays: the arrays given, written (for read-only ones, new
     arrays that replace them in ``params``), or with ``copy_back=False`` new arrays. No shared memory is left
-    behind; views of it kept past the block do not hold the final values.
+    behind: a view of it kept past the block keeps only its own mapping alive, unlinked, and reads the final
+    values (zeros with ``copy_back=False``, where they were moved out); use ``ps.params`` instead.
     """
 
     def __init__(self, params, shards: int = 2, host: str = "127.0.0.1", port: int = 0, advertise=None,

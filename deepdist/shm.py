@@ -8,6 +8,7 @@ process exits); see ``attach``.
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import os
 import secrets
@@ -23,18 +24,21 @@ MOVE_BLOCK = 64 << 20  # bytes moved into or out of a segment between releases o
 class Segment:
     """One shared-memory segment holding one array; ``array`` is a live view of it."""
 
-    def __init__(self, name: str, buffer, dtype, shape, owner=None):
+    def __init__(self, name: str, mapping: mmap.mmap, dtype, shape, owner=None):
         self.name = name
-        self.array = np.ndarray(shape, dtype=dtype, buffer=buffer)
-        self._buffer = buffer
-        self._owner = owner  # the SharedMemory object when this process created the segment
+        # np.frombuffer holds an export of the mapping for as long as any view of the array lives, so the
+        # mapping cannot be closed under a view that outlives the segment (np.ndarray(buffer=...) holds none:
+        # reading such a view after close() was a segfault).
+        self.array = np.frombuffer(mapping, np.dtype(dtype), count=math.prod(shape)).reshape(shape)
+        self._mapping = mapping
+        self._owner = owner  # the SharedMemory object when this process created the segment: it unlinks
 
     def close(self) -> bool:
         """Drop this process's mapping; returns False if live views still use it (then it stays mapped
         until they are garbage; the memory itself is freed once unlinked and unmapped everywhere)."""
         self.array = None
         try:
-            (self._owner if self._owner is not None else self._buffer).close()
+            self._mapping.close()
         except BufferError:
             return False
         return True
@@ -46,17 +50,11 @@ class Segment:
         out = np.empty_like(self.array, order="C")
         src, dst = self.array.reshape(-1).view(np.uint8), out.reshape(-1).view(np.uint8)
         remove = getattr(mmap, "MADV_REMOVE", None)
-        # A mapping of our own to release pages through: SharedMemory keeps its mmap private.
-        pages = map_segment(self.name) if remove is not None else None
-        try:
-            for start in range(0, len(src), MOVE_BLOCK):
-                stop = min(len(src), start + MOVE_BLOCK)
-                dst[start:stop] = src[start:stop]
-                if pages is not None:
-                    pages.madvise(remove, start, stop - start)
-        finally:
-            if pages is not None:
-                pages.close()
+        for start in range(0, len(src), MOVE_BLOCK):
+            stop = min(len(src), start + MOVE_BLOCK)
+            dst[start:stop] = src[start:stop]
+            if remove is not None:
+                self._mapping.madvise(remove, start, stop - start)
         return out
 
     def unlink(self) -> None:
@@ -78,7 +76,10 @@ def create(array: np.ndarray, tag: str = "", move: bool = False) -> Segment:
     """
     name = f"{PREFIX}{os.getpid()}-{tag}-{secrets.token_hex(4)}"
     shm = shared_memory.SharedMemory(name=name, create=True, size=max(array.nbytes, 1))
-    segment = Segment(shm.name, shm.buf, array.dtype, array.shape, owner=shm)
+    # SharedMemory registers the name with the resource tracker (which unlinks it if this process dies);
+    # its own mapping exports a buffer that cannot outlive close(), so the array lives in a mapping of ours.
+    segment = Segment(shm.name, map_segment(shm.name), array.dtype, array.shape, owner=shm)
+    shm.close()
     if move and can_release(array):
         src, dst = array.reshape(-1).view(np.uint8), segment.array.reshape(-1).view(np.uint8)
         for start in range(0, len(src), MOVE_BLOCK):
@@ -120,7 +121,7 @@ _madvise = _libc_madvise()
 
 def attach(name: str, dtype, shape) -> Segment:
     """Map an existing segment read-write without registering it with a resource tracker."""
-    return Segment(name, map_segment(name), np.dtype(dtype), tuple(shape))
+    return Segment(name, map_segment(name), dtype, tuple(shape))
 
 
 def map_segment(name: str) -> mmap.mmap:

@@ -144,3 +144,30 @@ def test_a_failed_start_hands_moved_in_values_back(no_leftover_shm):
 def test_move_in_names_parameters():
     with pytest.raises(KeyError, match="not among the parameters"):
         ParameterServer({"w": np.zeros(3)}, move_in=["v"])
+
+
+VIEWS_AFTER_THE_BLOCK = """
+import numpy as np
+from deepdist import DeepDist, ParameterServer
+for copy_back in (True, False):
+    given = {"w": np.ones((4, 2), np.float32)}
+    with ParameterServer(given, shards=1, copy_back=copy_back) as ps:
+        view = ps.params["w"]
+    print(view.sum())
+model = {"w": np.ones((4, 2), np.float32)}
+with DeepDist(model, progress=False) as dd:
+    row = model["w"][1]
+print(row.sum(), model["w"].sum())
+"""
+
+
+def test_views_kept_past_the_block_stay_readable(no_leftover_shm):
+    """A view of shared memory kept past the block keeps its mapping alive (it was unmapped under it: a
+    segfault): it reads the final values, or zeros where they were moved out; the memory is unlinked."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", VIEWS_AFTER_THE_BLOCK], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    assert result.stdout.split() == ["8.0", "0.0", "0.0", "8.0"]
