@@ -1,11 +1,13 @@
 """One shard: a process with a ZeroMQ ROUTER socket that owns a row range of every parameter.
 
 Started by ``deepdist.server`` as ``python -m deepdist.shard``; it reads its configuration as one JSON line on
-standard input, binds, prints ``READY <endpoint>`` and serves until standard input reaches end of file (the
+standard input, binds, answers ``READY <endpoint>`` and serves until standard input reaches end of file (the
 server closes it, or the server died). Later JSON lines on standard input are commands from the server (the
-only one: install a custom ``descent``), each answered with ``OK`` or ``ERROR <why>`` on standard output. A shard validates a whole request before it writes anything, then
-applies pushes in place on the shared-memory arrays with the kernels of ``deepdist.kernels``, reading straight
-from the received frames. Each row has one owner and a shard handles one request at a time, so no locks.
+only one: install a custom ``descent``), each answered with ``OK`` or ``ERROR <why>``. Answers go to the
+standard output the shard was started with; anything else printed goes to standard error. A shard validates
+a whole request before it writes anything, then applies pushes in place on the shared-memory arrays with
+the kernels of ``deepdist.kernels``, reading straight from the received frames. Each row has one owner and
+a shard handles one request at a time, so no locks.
 """
 from __future__ import annotations
 
@@ -244,7 +246,7 @@ class Shard:
                 if lines is None:
                     return  # end of file: the server asked us to stop, or it is gone
                 for line in lines:
-                    print(self.command(json.loads(line)), flush=True)
+                    control.answer(self.command(json.loads(line)))
             # Drain what is queued before polling again. Asking ZMQ_EVENTS costs less than a non-blocking
             # recv that ends in zmq.Again, an exception each time the queue runs dry.
             while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -271,10 +273,14 @@ class Shard:
 
 
 class ControlPipe:
-    """Lines from the server on a file descriptor, read without blocking once the first line is in."""
+    """The shard's two pipes to the server: lines from it on ``fd``, read without blocking once the first line
+    is in, and answers to it on ``answers`` (a text file)."""
 
-    def __init__(self, fd: int):
-        self.fd, self.buffer = fd, b""
+    def __init__(self, fd: int, answers):
+        self.fd, self.buffer, self.answers = fd, b"", answers
+
+    def answer(self, line: str) -> None:
+        print(line, file=self.answers, flush=True)
 
     def read_lines(self):
         """Complete lines available now; None at end of file."""
@@ -316,7 +322,12 @@ def keep_freed_memory() -> bool:
 def main() -> None:
     keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    control = ControlPipe(sys.stdin.fileno())
+    # Standard output is the pipe the server reads answers from. Answers go to a duplicate of it, and the
+    # descriptor itself now points at standard error: whatever else writes to it (a user's descent that
+    # prints) reaches the log instead of being read as an answer.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    control = ControlPipe(sys.stdin.fileno(), answers)
     config = json.loads(control.first_line())
     shard = Shard(config)
     context = zmq.Context()
@@ -327,7 +338,7 @@ def main() -> None:
     port = config.get("port") or "*"
     socket.bind(f"tcp://{config['host']}:{port}")
     endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
-    print(f"READY {endpoint}", flush=True)
+    control.answer(f"READY {endpoint}")
     try:
         shard.serve(socket, control)
     finally:

@@ -321,3 +321,18 @@ def test_rows_must_name_parameters_with_integer_rows(spark_context):
             dd.train(rdd, check_rows_seen, rows=lambda records: {"w": [3]})
         with pytest.raises(TypeError, match="rows must be a function"):
             dd.train(rdd, check_rows_seen, rows={"w": [0]})
+
+
+def printing_descent(model, update):
+    print(f"descent sees {update['w'].tolist()}")
+    model.w += update["w"]
+
+
+def test_a_descent_may_print(spark_context, capfd):
+    """A shard answers the server on its own pipe: a descent's print goes to the log, and is not taken for
+    the answer to the server's next command (which failed a job that had trained well)."""
+    model = {"w": np.zeros(3)}
+    with DeepDist(model, progress=False) as dd:
+        dd.train(spark_context.parallelize([1.0, 2.0], 2), mean_gradient, printing_descent)
+    assert model["w"].tolist() == [3.0] * 3
+    assert "descent sees [1.0, 1.0, 1.0]" in capfd.readouterr().err
