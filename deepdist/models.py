@@ -2,7 +2,8 @@
 
 Three kinds of model are understood:
 - gensim ``Word2Vec`` (recognised by duck typing, gensim is not imported): ``'syn0'`` is ``wv.vectors``,
-  ``'syn1neg'`` and ``'syn1'`` the output layers when negative sampling or hierarchical softmax is on;
+  ``'syn1neg'`` and ``'syn1'`` the output layers when negative sampling or hierarchical softmax is on
+  (its subclasses FastText and Doc2Vec are refused: they train arrays of their own);
 - a dict of numpy arrays: the keys named (all of them by default);
 - any other object: the numpy attributes named with ``params=[...]``.
 """
@@ -17,13 +18,30 @@ WORD2VEC_PATHS = {"syn0": ("wv", "vectors"), "syn1neg": ("syn1neg",), "syn1": ("
 
 
 def is_word2vec(model) -> bool:
+    return _is_word2vec_family(model) and not _word2vec_subclass(model)
+
+
+def _is_word2vec_family(model) -> bool:
     return hasattr(model, "wv") and hasattr(model, "cum_table") and hasattr(model.wv, "vectors")
+
+
+def _word2vec_subclass(model):
+    """What a gensim FastText or Doc2Vec (Word2Vec subclasses) trains beside ``wv.vectors``, or None."""
+    if hasattr(model.wv, "vectors_ngrams"):
+        return "FastText", "wv.vectors_vocab and wv.vectors_ngrams (the vectors are sums of them)"
+    if hasattr(model, "dv"):
+        return "Doc2Vec", "dv (the document vectors)"
+    return None
 
 
 def param_names(model, params=None) -> list:
     """The names of the parameters deepdist serves for ``model``."""
     if params is not None:
         names = [params] if isinstance(params, str) else list(params)
+    elif _is_word2vec_family(model) and _word2vec_subclass(model):
+        kind, arrays = _word2vec_subclass(model)
+        raise TypeError(f"deepdist trains gensim Word2Vec, not {kind}: a {kind} also trains {arrays}, which "
+                        f"deepdist would not serve; its training would be lost")
     elif is_word2vec(model):
         if not len(model.wv.vectors):
             raise ValueError("the Word2Vec has no vocabulary yet: build it with deepdist.word2vec.build_model(rdd) "

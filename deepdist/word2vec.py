@@ -37,6 +37,7 @@ from gensim.models.word2vec_inner import MAX_WORDS_IN_BATCH, train_batch_cbow, t
 
 from . import kernels
 from .client import Client
+from .models import is_word2vec, param_names
 from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 
 __all__ = ["build_model", "train", "wikipedia_dump", "wikipedia_sentences", "read_sentences", "split_line"]
@@ -206,8 +207,12 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
     unpickled the vocabulary: once per worker, not per task).
     """
     model = dd.model
-    if "syn0" not in dd.names or not hasattr(model, "cum_table"):
+    if not is_word2vec(model):
         raise TypeError("deepdist.word2vec.train needs a DeepDist serving a gensim Word2Vec")
+    missing = [name for name in param_names(model) if name not in dd.names]
+    if missing:
+        raise ValueError(f"this Word2Vec trains {param_names(model)}, and the DeepDist serves {dd.names}: "
+                         f"leave params= out for a Word2Vec")
     if not model.corpus_total_words:
         raise ValueError("the model has no vocabulary (or no corpus_total_words): build it with "
                          "build_model(rdd) or model.build_vocab(sentences) before DeepDist(model)")

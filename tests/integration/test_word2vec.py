@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("gensim")
-from gensim.models import Word2Vec  # noqa: E402
+from gensim.models import Doc2Vec, FastText, Word2Vec  # noqa: E402
+from gensim.models.doc2vec import TaggedDocument  # noqa: E402
 from gensim.test.utils import datapath  # noqa: E402
 
 from deepdist import Client, DeepDist  # noqa: E402
@@ -116,6 +117,18 @@ def test_train_refuses_what_it_cannot_train(corpus, sentences):
             with pytest.raises(ValueError, match="must be positive"):
                 train(dd, corpus, **bad)
         assert dd.progress_counts().sum() == 0  # nothing ran
+    with DeepDist(model, params=["syn0"], progress=False) as dd:  # syn1neg not served: tasks would fail
+        with pytest.raises(ValueError, match=r"trains \['syn0', 'syn1neg'\]"):
+            train(dd, corpus)
+    # Word2Vec subclasses that train arrays of their own: their training would be lost.
+    fasttext = FastText(vector_size=8, min_count=1)
+    fasttext.build_vocab(sentences[:50])
+    with pytest.raises(TypeError, match="not FastText: .*vectors_ngrams"):
+        DeepDist(fasttext)
+    doc2vec = Doc2Vec(vector_size=8, min_count=1)
+    doc2vec.build_vocab([TaggedDocument(words, [i]) for i, words in enumerate(sentences[:50])])
+    with pytest.raises(TypeError, match="not Doc2Vec: .* dv"):
+        DeepDist(doc2vec)
 
 
 def test_build_model_counts_in_spark_and_matches_gensim_build_vocab(spark_context, sentences, monkeypatch):
