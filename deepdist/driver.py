@@ -25,6 +25,10 @@ PROGRESS_INTERVAL = 0.5       # seconds between refreshes of the progress line o
 PROGRESS_LOG_INTERVAL = 30.0  # seconds between progress lines written to a file or a pipe (a driver's log)
 
 
+# id() of every model a DeepDist block is serving in this process: a second block on one of them is refused.
+_SERVED = set()
+
+
 class DeepDist:
     """Serve ``model``'s parameters from ``shards`` processes for Spark tasks to train.
 
@@ -64,12 +68,19 @@ class DeepDist:
         return self.server
 
     def __enter__(self):
+        if self.server is not None:
+            raise RuntimeError("this DeepDist's with-block is already running: one block at a time")
+        if id(self.model) in _SERVED:
+            raise RuntimeError("the model is already served by another DeepDist's with-block: a block inside it "
+                               "would train a copy, and the outer block's end would drop that training")
         options = dict(self.server_options)
         config = settings(active_spark_context(), shards=self.shards, host=self.host, advertise=self.advertise,
                           port=self.port, check_finite=options.pop("check_finite", None),
                           **self.given_client_options)
         self.client_options = {"timeout": config["timeout"], "window": config["window"]}
         arrays = dict(get_arrays(self.model, self.names))
+        # The model must take new arrays (a read-only property would not): find out before anything starts.
+        set_arrays(self.model, {name: arrays[name] for name in self.names})
         arrays[PROGRESS] = np.zeros(PROGRESS_SIZE)
         # copy_back=False: once the model points at shared memory nothing holds its original arrays, which
         # are freed, and the final values come back in new arrays; the driver holds the parameters once.
@@ -81,13 +92,25 @@ class DeepDist:
                                       advertise=config["advertise"], check_finite=config["check_finite"],
                                       **options).start()
         del arrays
-        set_arrays(self.model, {name: self.server.params[name] for name in self.names})
+        _SERVED.add(id(self.model))
+        try:
+            set_arrays(self.model, {name: self.server.params[name] for name in self.names})
+        except BaseException:
+            _SERVED.discard(id(self.model))
+            self.server.stop(raise_dead=False)
+            try:  # point what can be pointed at the values the server moved out; the first error is the one
+                set_arrays(self.model, {name: self.server.params[name] for name in self.names})
+            except Exception:
+                pass
+            self.server = None
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb):
         try:
             self.server.stop(raise_dead=exc_type is None)
         finally:
+            _SERVED.discard(id(self.model))
             # The final values, in private arrays the server moved out of shared memory (or copied back into
             # the model's own, with copy_back=True): point the model at them.
             set_arrays(self.model, {name: self.server.params[name] for name in self.names})

@@ -336,3 +336,36 @@ def test_a_descent_may_print(spark_context, capfd):
         dd.train(spark_context.parallelize([1.0, 2.0], 2), mean_gradient, printing_descent)
     assert model["w"].tolist() == [3.0] * 3
     assert "descent sees [1.0, 1.0, 1.0]" in capfd.readouterr().err
+
+
+class ReadOnlyParameter:
+    def __init__(self):
+        self._w = np.ones(3)
+
+    @property
+    def w(self):
+        return self._w
+
+
+def test_a_model_that_cannot_take_new_arrays_is_refused_before_anything_starts(no_leftover_shm):
+    model = ReadOnlyParameter()
+    with pytest.raises(AttributeError, match="has no setter"):
+        DeepDist(model, params=["w"], progress=False).__enter__()
+    assert model.w.tolist() == [1.0] * 3  # not moved into shared memory; no shards left running
+
+
+def test_one_block_at_a_time_per_deepdist_and_per_model(no_leftover_shm):
+    """Re-entering a block leaked its shards; a second DeepDist on a model the first is serving trained a copy
+    whose training the first block's end dropped. Both are refused, and the running block is unharmed."""
+    model = {"w": np.ones(3)}
+    dd = DeepDist(model, progress=False)
+    with dd:
+        with pytest.raises(RuntimeError, match="already running"):
+            dd.__enter__()
+        with pytest.raises(RuntimeError, match="already served by another DeepDist"):
+            DeepDist(model, progress=False).__enter__()
+        with Client(dd.address) as client:
+            client.push({"w": np.ones(3)})
+    assert model["w"].tolist() == [2.0] * 3
+    with DeepDist(model, progress=False):  # the model is free again
+        pass
