@@ -131,8 +131,27 @@ def read_sentences(path):
 
 
 # -- the vocabulary -----------------------------------------------------------------------------------------
+class _Total:
+    """The key of a corpus total in the word-count shuffle: equal only to the total of the same name, in any
+    process, so that no token can clash with it (gensim takes any hashable token, integers included)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __eq__(self, other):
+        return type(other) is _Total and other.name == self.name
+
+    def __hash__(self):
+        return hash(("deepdist word2vec total", self.name))
+
+    def __reduce__(self):
+        return _Total, (self.name,)
+
+
 def _count_partition(index, sentences):
-    """Per partition: (word, (count, first position)) plus the two corpus totals under integer keys."""
+    """Per partition: (word, (count, first position)) plus the two corpus totals under ``_Total`` keys."""
     seen, position, n_sentences = {}, 0, 0
     for sentence in sentences:
         if isinstance(sentence, str):
@@ -147,9 +166,9 @@ def _count_partition(index, sentences):
             position += 1
     for word, (count, first) in seen.items():
         yield word, (count, (index, first))
-    # Totals ride in the same shuffle, so the corpus is read once. Words are strings: these keys can't clash.
-    yield 0, (n_sentences, (-1, -1))
-    yield 1, (position, (-1, -1))
+    # Totals ride in the same shuffle, so the corpus is read once.
+    yield _Total("sentences"), (n_sentences, (-1, -1))
+    yield _Total("words"), (position, (-1, -1))
 
 
 def _merge_counts(a, b):
@@ -172,14 +191,18 @@ def build_model(rdd, vector_size=100, window=5, min_count=5, sg=1, negative=5, h
                      hs=hs, sample=sample, seed=seed, **word2vec_kwargs)
     counts = (rdd.mapPartitionsWithIndex(_count_partition).reduceByKey(_merge_counts)
               # the trim rule gensim itself applies (min_count or trim_rule), applied before collecting
-              .filter(lambda kv: isinstance(kv[0], int) or utils.keep_vocab_item(kv[0], kv[1][0], min_count,
-                                                                                  trim_rule))
+              .filter(lambda kv: isinstance(kv[0], _Total) or utils.keep_vocab_item(kv[0], kv[1][0], min_count,
+                                                                                     trim_rule))
               .collect())
-    totals = {key: value[0] for key, value in counts if isinstance(key, int)}
-    words = sorted(((key, value) for key, value in counts if not isinstance(key, int)), key=lambda kv: kv[1][1])
-    model.build_vocab_from_freq({word: count for word, (count, _) in words}, corpus_count=totals.get(0, 0),
+    totals = {key.name: value[0] for key, value in counts if isinstance(key, _Total)}
+    words = sorted(((key, value) for key, value in counts if not isinstance(key, _Total)), key=lambda kv: kv[1][1])
+    if not words:
+        raise ValueError(f"no word of the RDD's {totals.get('words', 0):,} words (in "
+                         f"{totals.get('sentences', 0):,} sentences) occurs min_count={min_count} times or more"
+                         + (" or passes trim_rule" if trim_rule else "") + ": the vocabulary would be empty")
+    model.build_vocab_from_freq({word: count for word, (count, _) in words}, corpus_count=totals.get("sentences", 0),
                                 trim_rule=trim_rule)
-    model.corpus_total_words = totals.get(1, 0)  # build_vocab_from_freq leaves it at 0
+    model.corpus_total_words = totals.get("words", 0)  # build_vocab_from_freq leaves it at 0
     return model
 
 

@@ -163,6 +163,26 @@ def test_build_model_counts_in_spark_and_matches_gensim_build_vocab(spark_contex
     assert all(isinstance(count, int) for _, (count, _) in collected[0])
 
 
+def test_build_model_takes_any_tokens_gensim_takes(spark_context, sentences):
+    """Token ids (integers, 0 and 1 among them) count as words, as gensim's build_vocab counts them: the
+    corpus totals travel under keys no token can equal (integer keys 0 and 1 swallowed these tokens)."""
+    index = {}
+    ids = [[index.setdefault(word, len(index)) for word in sentence] for sentence in sentences[:300]]
+    model = build_model(spark_context.parallelize(ids, 3), **HYPER)
+    reference = Word2Vec(**HYPER)
+    reference.build_vocab(ids)
+    assert 0 in reference.wv.key_to_index and 1 in reference.wv.key_to_index
+    assert model.wv.index_to_key == reference.wv.index_to_key
+    assert (model.corpus_count, model.corpus_total_words) == (reference.corpus_count, reference.corpus_total_words)
+
+
+def test_build_model_says_why_the_vocabulary_would_be_empty(spark_context):
+    with pytest.raises(ValueError, match=r"RDD's 6 words \(in 2 sentences\) occurs min_count=5 times or more"):
+        build_model(spark_context.parallelize([["a", "b", "c"], ["a", "b", "d"]], 2), min_count=5)
+    with pytest.raises(ValueError, match="RDD's 0 words"):
+        build_model(spark_context.parallelize([], 2))
+
+
 class RecordingClient(Client):
     """A real Client that also remembers which rows it pulled and what it pushed."""
 
