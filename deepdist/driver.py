@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import sys
 import threading
 import time
@@ -124,7 +125,8 @@ class DeepDist:
         """One pass over ``rdd``: each task pulls the parameters, runs ``gradient(model, data)`` and pushes.
 
         gradient(model, data): runs on workers with the model's parameters freshly pulled; ``data`` iterates
-            over the task's records; returns ``{name: dense delta}`` or ``{name: (rows, values)}``.
+            over the task's records (a list of the batch's with ``batch`` or ``rows``); returns
+            ``{name: dense delta}`` or ``{name: (rows, values)}``.
         descent(model, update): None adds the update; else it is run by each shard on the rows it owns.
         batch: pull and push every ``batch`` records (Downpour SGD) instead of once per partition.
         rows: for models too big to pull whole, ``rows(records) -> {name: row indices}`` names the rows of
@@ -133,8 +135,8 @@ class DeepDist:
             elsewhere (a parameter left out is pulled whole); ``gradient`` should return ``(rows, values)``.
         Returns a summary: partitions, records, updates, bytes sent and received, seconds.
         """
-        if batch is not None and batch < 1:
-            raise ValueError(f"batch must be a positive number of records, got {batch}")
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1):
+            raise ValueError(f"batch must be a positive whole number of records, got {batch!r}")
         if rows is not None and not callable(rows):
             raise TypeError(f"rows must be a function rows(records) -> {{name: row indices}}, got "
                             f"{type(rows).__name__}")

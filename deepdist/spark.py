@@ -189,12 +189,15 @@ def gradient_task(model_broadcast, job, partition, iterator):
             else:
                 part = list(part)
                 set_arrays(model, rows_pulled.pull(client, part))
-            counted = Counted(part)
-            update = gradient(model, counted)
+            # A batch is a list already: gradient gets it (len() works) and all of it counts as read. A whole
+            # partition streams: what gradient reads of it is counted.
+            data = part if isinstance(part, list) else Counted(part)
+            update = gradient(model, data)
+            read = len(data) if isinstance(data, list) else data.count
             update = {name: as_param_dtype(specs, name, value) for name, value in (update or {}).items()}
-            update[PROGRESS] = progress_rows(records=counted.count, updates=1)
+            update[PROGRESS] = progress_rows(records=read, updates=1)
             client.push(update)
-            records += counted.count
+            records += read
             updates += 1
         client.push({PROGRESS: progress_rows(partitions=1)})
         client.flush()

@@ -90,6 +90,24 @@ def test_downpour_batches_over_a_parallelized_range(spark_context):
     assert summary["records"] == 20 and summary["updates"] == 2 * 4  # 10 records a partition, 3 a batch
 
 
+def batch_sizes(model, records):
+    """Uses only len(records): a batch is a list."""
+    return {"w": np.full_like(model["w"], len(records))}
+
+
+def test_a_batch_is_a_list_and_counts_whole(spark_context):
+    """A gradient that reads only len() of its batch: the list's records all count (they counted only as
+    the gradient iterated over them). A batch must be a whole number."""
+    model = {"w": np.zeros(2)}
+    with DeepDist(model, progress=False) as dd:
+        summary = dd.train(spark_context.parallelize(range(10), 2), batch_sizes, batch=3)
+        assert summary["records"] == 10 and dd.progress_counts()[0] == 10
+        for bad in (2.5, True, 0):
+            with pytest.raises(ValueError, match="positive whole number"):
+                dd.train(spark_context.parallelize(range(10), 2), batch_sizes, batch=bad)
+    assert model["w"].tolist() == [10.0, 10.0]
+
+
 def mean_gradient(model, records):
     """The mean of the partition's records: NaN for no records, which a shard would refuse."""
     values = list(records)
