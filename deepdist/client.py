@@ -71,6 +71,7 @@ class Client:
 
     def flush(self) -> None:
         """Return once every earlier push is applied; raise the first error any of them met."""
+        self.check_open()
         for shard in range(len(self.pending)):
             self.read_replies(shard, self.last_push(shard))
         self.raise_failures()
@@ -169,10 +170,10 @@ class Client:
         rows = np.asarray(rows)
         if rows.ndim != 1 or not (rows.dtype.kind in "iu" or rows.size == 0):
             raise TypeError(f"rows for '{spec.name}' must be a 1-D integer array, got {rows.dtype} {rows.shape}")
-        rows = np.ascontiguousarray(rows, P.ROW_DTYPE)
-        if kernels.first_row_outside(rows, 0, spec.n_rows) >= 0:
+        given, rows = rows, np.ascontiguousarray(rows, P.ROW_DTYPE)
+        if kernels.first_row_outside(rows, 0, spec.n_rows) >= 0:  # uint64 beyond int64 wraps to negative here
             raise IndexError(f"rows for '{spec.name}' must be in [0, {spec.n_rows}), got "
-                             f"[{rows.min()}, {rows.max()}]")
+                             f"[{given.min()}, {given.max()}]")
         return rows
 
     def check_rows(self, spec, rows, values):
@@ -214,6 +215,7 @@ class Client:
     # -- the wire ------------------------------------------------------------------------------------------
     def request(self, op: int, per_shard: dict, scale: float = 1.0) -> int:
         """Send one request to each shard in ``per_shard`` (all of them before waiting on any); its seq."""
+        self.check_open()
         self.seq += 1
         limit = self.address.max_message_bytes
         for shard, parts in per_shard.items():
@@ -234,6 +236,10 @@ class Client:
                 raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "accept a send") from None
             pending.append((self.seq, op))
         return self.seq
+
+    def check_open(self) -> None:
+        if self.context is None:
+            raise RuntimeError("this Client is closed: make a new Client(address) to talk to the server again")
 
     def last_push(self, shard: int) -> int:
         """The seq of the last push to ``shard`` still unanswered, or 0 (seqs start at 1, so reading replies

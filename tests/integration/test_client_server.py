@@ -143,6 +143,7 @@ def test_mostly_zero_dense_delta_travels_as_rows(start_server):
     ({"w": (np.array([0, 100]), np.zeros((2, 8)))}, IndexError, "[0, 100)"),
     ({"w": (np.array([-1]), np.zeros((1, 8)))}, IndexError, "[0, 100)"),
     ({"w": (np.array([0.5]), np.zeros((1, 8)))}, TypeError, "integer"),
+    ({"w": (np.array([2**63 + 5], np.uint64), np.zeros((1, 8)))}, IndexError, "got [9223372036854775813, "),
     ({"w": (np.array([0, 1]), np.zeros((3, 8)))}, ValueError, "shape (3, 8)"),
 ])
 def test_client_mistakes_raise_before_sending(start_server, update, error, text):
@@ -153,6 +154,16 @@ def test_client_mistakes_raise_before_sending(start_server, update, error, text)
         assert text in str(raised.value)
         assert all(s["pushes"] == 0 and s["errors"] == 0 for s in client.stats())  # nothing reached a shard
         np.testing.assert_array_equal(client.pull()["w"], 0)
+
+
+def test_a_closed_client_says_so(start_server):
+    ps = start_server({"w": np.zeros((100, 8))}, shards=2)
+    client = Client(ps.address)
+    client.close()
+    for use in (lambda: client.push({"w": np.zeros((100, 8))}), client.pull, client.stats, client.flush):
+        with pytest.raises(RuntimeError, match="this Client is closed"):
+            use()
+    client.close()  # closing again is harmless
 
 
 def test_nonfinite_push_is_rejected_by_the_shard_and_raised_at_flush(start_server):
