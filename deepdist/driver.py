@@ -56,6 +56,11 @@ class DeepDist:
         self.server_options = server_options
         self.server = None
 
+    def __reduce__(self):
+        raise TypeError("a DeepDist lives on the driver and cannot be sent to Spark tasks (is gradient a "
+                        "closure that refers to it?): gradient(model, data) gets the worker's model as its "
+                        "first argument, and dd.address is all a task needs to reach the shards")
+
     @property
     def address(self):
         return self.running().address

@@ -218,7 +218,8 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
         all of syn1neg.
     start_alpha, end_alpha: the learning rate, decayed linearly over ``epochs`` passes by global progress
         (default: the model's ``alpha`` and ``min_alpha``).
-    compute_loss: add gensim's training loss of every task to the summary as 'loss'.
+    compute_loss: add gensim's training loss of every task to the summary as 'loss', and leave it where
+        gensim's own train does (``model.get_latest_training_loss()``).
     keep_words: with several epochs, partitions of at most this many words (judged by the model's
         ``corpus_total_words`` over the RDD's partitions) are kept in memory by their task, which trains
         every epoch on them: one Spark task per partition rather than one per partition and epoch. A Spark
@@ -253,14 +254,18 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
            "total_words": float(model.corpus_total_words) * epochs, "seed": model.seed,
            "partitions": partitions, "epochs_in_task": epochs if keep else 1}
     if keep:  # small partitions: each task keeps its partition and trains every epoch on it
-        return dd.run(rdd, _train_partition, job, parts=partitions * epochs)
-    # Large partitions: all epochs in one Spark job, over the RDD repeated ``epochs`` times (a union shares
-    # rdd's cache). A core that finishes its partition starts on the next epoch's instead of idling until
-    # the slowest task of the epoch ends, and the job's start-up is paid once. Spark starts tasks in
-    # partition order, so epochs still run one after another; the learning rate follows the global word
-    # count either way.
-    passes = rdd.context.union([rdd] * epochs) if epochs > 1 else rdd
-    return dd.run(passes, _train_partition, job)
+        summary = dd.run(rdd, _train_partition, job, parts=partitions * epochs)
+    else:
+        # Large partitions: all epochs in one Spark job, over the RDD repeated ``epochs`` times (a union
+        # shares rdd's cache). A core that finishes its partition starts on the next epoch's instead of idling
+        # until the slowest task of the epoch ends, and the job's start-up is paid once. Spark starts tasks in
+        # partition order, so epochs still run one after another; the learning rate follows the global word
+        # count either way.
+        passes = rdd.context.union([rdd] * epochs) if epochs > 1 else rdd
+        summary = dd.run(passes, _train_partition, job)
+    if compute_loss:  # where gensim's own train leaves it
+        model.compute_loss, model.running_training_loss = True, summary["loss"]
+    return summary
 
 
 def _train_partition(model_broadcast, job, index, sentences):

@@ -365,6 +365,15 @@ class ReadOnlyParameter:
         return self._w
 
 
+def test_a_gradient_that_refers_to_deepdist_is_refused_with_a_reason(spark_context):
+    with DeepDist({"w": np.zeros(3)}, progress=False) as dd:
+        def gradient(model, data):
+            return {"w": np.ones(3) * dd.progress_counts()[0]}
+
+        with pytest.raises(Exception, match="lives on the driver and cannot be sent to Spark tasks"):
+            dd.train(spark_context.parallelize([1], 1), gradient)
+
+
 def test_a_model_that_cannot_take_new_arrays_is_refused_before_anything_starts(no_leftover_shm):
     model = ReadOnlyParameter()
     with pytest.raises(AttributeError, match="has no setter"):

@@ -348,7 +348,8 @@ def test_traffic_is_sparse(corpus):
     # Every word of the excerpt (min_count=1: 31,981 words), 5,000-word chunks: about 7 % of dense each way.
     model = build_model(corpus, **dict(HYPER, min_count=1))
     with DeepDist(model, progress=False) as dd:
-        summary = train(dd, corpus, epochs=1, chunk_words=5_000)
+        summary = train(dd, corpus, epochs=1, chunk_words=5_000, compute_loss=True)
+    assert summary["loss"] > 0 and model.get_latest_training_loss() == summary["loss"]  # where gensim keeps it
     dense = summary["updates"] * (model.wv.vectors.nbytes + model.syn1neg.nbytes)
     assert summary["bytes_sent"] < 0.1 * dense, summary["bytes_sent"] / dense
     assert summary["bytes_received"] < 0.1 * dense, summary["bytes_received"] / dense
