@@ -278,4 +278,8 @@ def as_param_dtype(specs, name, value):
     if isinstance(value, tuple):
         rows, values = value
         return rows, np.asarray(values, dtype=dtype)
-    return np.asarray(value, dtype=dtype)
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"gradient's update for {name!r} is not an array ({error}); a sparse update is a tuple "
+                        f"(rows, values), not a list") from None

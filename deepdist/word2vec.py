@@ -207,9 +207,12 @@ def build_model(rdd, vector_size=100, window=5, min_count=5, sg=1, negative=5, h
 
 
 # -- training -----------------------------------------------------------------------------------------------
-def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=2000, start_alpha=None,
+def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=2000, start_alpha=None,
           end_alpha=None, compute_loss: bool = False, keep_words: int = 1_000_000) -> dict:
     """Train ``dd.model`` (a gensim Word2Vec served by ``dd``) on ``rdd`` (token lists) for ``epochs`` passes.
+
+    epochs: passes over ``rdd`` (default: the model's own ``epochs``, gensim's 5 unless the model was built
+        with another, as ``Word2Vec(sentences)`` trains).
 
     chunk_words: raw words a task trains between syncs. Smaller chunks mean less staleness but more
         round trips; the default matches gensim's 10,000-word jobs.
@@ -240,6 +243,7 @@ def train(dd, rdd, epochs: int = 1, chunk_words: int = 10_000, negative_pool=200
     if not model.corpus_total_words:
         raise ValueError("the model has no vocabulary (or no corpus_total_words): build it with "
                          "build_model(rdd) or model.build_vocab(sentences) before DeepDist(model)")
+    epochs = model.epochs if epochs is None else epochs
     if epochs < 1 or chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
         raise ValueError(f"epochs, chunk_words and negative_pool must be positive, got {epochs}, {chunk_words} "
                          f"and {negative_pool}")

@@ -365,6 +365,17 @@ class ReadOnlyParameter:
         return self._w
 
 
+def sparse_as_a_list(model, data):
+    list(data)
+    return {"w": [np.array([0]), np.ones((1, 2))]}
+
+
+def test_a_sparse_update_given_as_a_list_is_explained(spark_context):
+    with DeepDist({"w": np.zeros((3, 2))}, progress=False) as dd:
+        with pytest.raises(Exception, match=r"a sparse update is a tuple \(rows, values\), not a list"):
+            dd.train(spark_context.parallelize([1], 1), sparse_as_a_list)
+
+
 def test_a_gradient_that_refers_to_deepdist_is_refused_with_a_reason(spark_context):
     with DeepDist({"w": np.zeros(3)}, progress=False) as dd:
         def gradient(model, data):

@@ -176,6 +176,14 @@ def test_build_model_takes_any_tokens_gensim_takes(spark_context, sentences):
     assert (model.corpus_count, model.corpus_total_words) == (reference.corpus_count, reference.corpus_total_words)
 
 
+def test_train_makes_the_models_own_epochs_by_default(spark_context, sentences):
+    rdd = spark_context.parallelize(sentences[:300], 2)
+    model = build_model(rdd, **dict(HYPER, epochs=3))
+    with DeepDist(model, progress=False) as dd:
+        summary = train(dd, rdd)
+    assert summary["words"] == 3 * model.corpus_total_words
+
+
 def test_build_model_says_why_the_vocabulary_would_be_empty(spark_context):
     with pytest.raises(ValueError, match=r"RDD's 6 words \(in 2 sentences\) occurs min_count=5 times or more"):
         build_model(spark_context.parallelize([["a", "b", "c"], ["a", "b", "d"]], 2), min_count=5)
