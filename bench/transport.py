@@ -265,7 +265,7 @@ def main():
                                  f">= {goal}x" if goal else "-",
                                  "-" if goal is None else ("yes" if ratio >= goal else "NO"),
                                  f"{speed['numpy']:.2f}", f"{floor_ratio:.2f}x"])
-                    print(rows[-1], flush=True)
+                    print("  ".join(rows[-1]), flush=True)  # as each case ends; the table comes last
     ours_us, base_us = latency_case(args.repeat, 200 if args.quick else 2000)
     results.append({"op": "small push round trip", "deepdist_us": ours_us, "raw_pyzmq_us": base_us,
                     "ratio": ours_us / base_us})

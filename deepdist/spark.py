@@ -1,6 +1,6 @@
 """What runs inside Spark: the task that trains on one partition, and how executors find the shards.
 
-Everything here runs on executors except ``shard_addresses`` and ``run``, which the driver calls. A task gets
+Everything here runs on executors except ``settings`` and ``shard_addresses``, which the driver calls. A task gets
 the model once per job through a broadcast that holds it without its parameter arrays (``models.strip``); it
 fills those arrays by pulling from the shards.
 """
@@ -105,7 +105,8 @@ def shard_addresses(spark_context, host=None, advertise=None) -> tuple:
             advertise = (conf.get("spark.driver.host", None) if conf else None) or socket.getfqdn()
     if not local and (advertise.startswith("127.") or advertise in ("localhost", "::1")):
         log.warning("deepdist: shards advertise the loopback address %s to master %s: only executors on "
-                    "this machine can reach them (set spark.deepdist.advertiseAddress)", advertise, master)
+                    "this machine can reach them (set spark.driver.host to an address they can reach, or "
+                    "spark.deepdist.advertiseAddress for the shards alone)", advertise, master)
     return host, advertise
 
 

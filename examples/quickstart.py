@@ -21,9 +21,11 @@ from pyspark import SparkConf, SparkContext
 from deepdist import DeepDist
 from deepdist.word2vec import wikipedia_sentences
 
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter, which has deepdist
-sc = SparkContext(conf=SparkConf().setIfMissing("spark.master", "local[2]").setAppName("deepdist-quickstart")
-                  .set("spark.ui.showConsoleProgress", "false"))
+conf = SparkConf().setAppName("deepdist-quickstart").set("spark.ui.showConsoleProgress", "false")
+if "PYSPARK_GATEWAY_PORT" not in os.environ:  # run with python, not spark-submit: see examples/word2vec.py
+    conf.setMaster("local[2]")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter, which has deepdist
+sc = SparkContext(conf=conf)
 sc.setLogLevel("ERROR")
 # In 2014: corpus = sc.textFile('enwiki').map(lambda s: s.split())
 corpus = sc.parallelize(wikipedia_sentences()).cache()
