@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import sys
+import time
 import types
 from dataclasses import dataclass
 
@@ -31,6 +32,10 @@ from . import kernels, protocol as P, shm
 log = logging.getLogger("deepdist.shard")
 
 POLL_MS = 1000  # how long the loop sleeps in poll before it looks at its control pipe again
+# A peer that keeps sending bad requests must not flood the driver's log: each window logs this many of
+# them, and a line counting the rest (by error) when it ends. The error counters count them all.
+ERRORS_LOGGED_PER_WINDOW = 10
+ERROR_LOG_WINDOW = 60.0  # seconds
 
 # glibc malloc settings for a shard (mallopt's parameter numbers, from glibc's malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -74,6 +79,7 @@ class Shard:
         self.last_seq = {}  # client_id -> highest push seq applied: how a retried push is recognised
         self.counters = collections.Counter()
         self.errors_by_code = collections.Counter()
+        self.log_window_start, self.logged, self.unlogged = time.monotonic(), 0, collections.Counter()
 
     # -- requests ------------------------------------------------------------------------------------------
     def handle(self, frames: list) -> list:
@@ -102,10 +108,26 @@ class Shard:
 
     def error(self, header, error: P.ProtocolError) -> list:
         op, seq = P.peek(header)
+        name = P.ERRORS.get(error.code, str(error.code))
         self.counters["errors"] += 1
-        self.errors_by_code[P.ERRORS.get(error.code, str(error.code))] += 1
-        log.warning("shard %d rejected a request: %s", self.index, error)
+        self.errors_by_code[name] += 1
+        self.end_log_window(time.monotonic())
+        if self.logged < ERRORS_LOGGED_PER_WINDOW:
+            self.logged += 1
+            log.warning("shard %d rejected a request: %s", self.index, error)
+        else:
+            self.unlogged[name] += 1
         return [P.encode_reply(op, P.STATUS_ERROR, seq, error=error.code), str(error).encode()]
+
+    def end_log_window(self, now: float, last: bool = False) -> None:
+        """Once the error log's window is over (or the shard stops), count the errors it did not log."""
+        if not last and now - self.log_window_start < ERROR_LOG_WINDOW:
+            return
+        if self.unlogged:
+            log.warning("shard %d rejected %d more requests in the last %.0f s, not logged one by one: %s",
+                        self.index, sum(self.unlogged.values()), now - self.log_window_start,
+                        ", ".join(f"{count} {name}" for name, count in sorted(self.unlogged.items())))
+        self.log_window_start, self.logged, self.unlogged = now, 0, collections.Counter()
 
     def push(self, request: P.Request, data: list) -> list:
         if not math.isfinite(request.scale):
@@ -241,6 +263,7 @@ class Shard:
         poller.register(control.fd, zmq.POLLIN)
         while True:
             events = dict(poller.poll(POLL_MS))
+            self.end_log_window(time.monotonic())
             if control.fd in events:
                 lines = control.read_lines()
                 if lines is None:
@@ -267,6 +290,7 @@ class Shard:
         return f"ERROR unknown command {sorted(command)}"
 
     def close(self) -> None:
+        self.end_log_window(time.monotonic(), last=True)
         self.params = []
         for segment in self.segments:
             segment.close()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import zmq
 
-from deepdist import Client
+from deepdist import Client, ParameterServer
 from deepdist import protocol as P
 
 ROWS = 4096  # 128 KiB of float64 rows x 4: cut in two, shard 0 owns [0, 2048)
@@ -122,3 +122,81 @@ def test_client_refuses_a_reply_it_cannot_parse():
         P.decode_reply(b"abc")
     with pytest.raises(P.ProtocolError, match="version"):
         P.decode_reply(P.REPLY.pack(P.MAGIC, 9, P.OP_PUSH, 0, 0, 0, 1))
+
+
+def mutated_requests(server_id, rng, count):
+    """``count`` requests made from valid pushes and pulls by random damage to their structure: header bytes
+    overwritten, frames cut short, dropped, repeated or added, or whole messages of random bytes. Values
+    frames are never altered and hold zeros, so whatever a shard accepts leaves the parameters as they are."""
+    rows = np.array([1, 7, 7, 2047], np.int64)
+    zeros = np.zeros((len(rows), 4))
+    valid = [rows_push(server_id, rows, zeros),
+             request(server_id, [P.Item(0, P.KIND_DENSE, F64, 2048)], [np.zeros((2048, 4)).tobytes()]),
+             request(server_id, [P.Item(0, P.KIND_ROWS, F64, len(rows))], [rows.tobytes()], op=P.OP_PULL),
+             request(server_id, [P.Item(1, P.KIND_DENSE, F32, 3)], [], op=P.OP_PULL),
+             request(server_id, [], [], op=P.OP_STATS)]
+    for _ in range(count):
+        frames = [bytes(frame) for frame in valid[rng.integers(len(valid))]]
+        damage = rng.integers(6)
+        if damage == 0:  # overwrite 1-4 header bytes (magic, version, op, counts, ids, scale, item fields)
+            header = bytearray(frames[0])
+            for at in rng.integers(len(header), size=rng.integers(1, 5)):
+                header[at] = rng.integers(256)
+            frames[0] = bytes(header)
+        elif damage == 1:  # cut a frame short
+            at = rng.integers(len(frames))
+            frames[at] = frames[at][:rng.integers(len(frames[at]) + 1)]
+        elif damage == 2 and len(frames) > 1:  # drop a data frame
+            del frames[1 + rng.integers(len(frames) - 1)]
+        elif damage == 3:  # repeat a frame
+            at = rng.integers(len(frames))
+            frames.insert(at, frames[at])
+        elif damage == 4:  # an extra frame of random bytes
+            frames.append(rng.bytes(rng.integers(0, 64)))
+        else:  # random bytes, 1-4 frames
+            frames = [rng.bytes(rng.integers(0, 120)) for _ in range(rng.integers(1, 5))]
+        yield frames
+
+
+def test_random_damage_is_answered_and_writes_nothing(start_server, zmq_socket, recv):
+    """The shard is a network service: 3,000 damaged requests each get exactly one well-formed reply, the
+    shard stays up, nothing is written, and a good client is served throughout."""
+    values = np.arange(ROWS * 4, dtype=np.float64).reshape(ROWS, 4)
+    ps = start_server({"w": values.copy(), "b": np.zeros(3, np.float32)}, shards=2)
+    raw = zmq_socket(zmq.DEALER)
+    raw.connect(ps.address.endpoints[0])
+    rng = np.random.default_rng(7)
+    statuses = {P.STATUS_OK: 0, P.STATUS_ERROR: 0, P.STATUS_DUPLICATE: 0}
+    with Client(ps.address, timeout=10) as good:
+        for step, frames in enumerate(mutated_requests(ps.address.server_id, rng, 3000)):
+            raw.send_multipart(frames)
+            reply = recv(raw)
+            header = P.decode_reply(reply[0])
+            statuses[header.status] += 1
+            if header.status == P.STATUS_ERROR:
+                assert len(reply) == 2 and reply[1].decode(), frames
+            if step % 100 == 0:
+                good.push({"b": np.ones(3, np.float32)})
+        assert good.pull(["b"])["b"].tolist() == [30.0] * 3
+        stats = good.stats()
+    np.testing.assert_array_equal(ps.params["w"], values)
+    assert all(process.poll() is None for process in ps.processes)
+    assert statuses[P.STATUS_ERROR] == stats[0]["errors"] > 1000 and statuses[P.STATUS_OK] > 100
+    assert "INTERNAL" not in stats[0]["errors_by_code"], stats[0]["errors_by_code"]
+
+
+def test_a_flood_of_bad_requests_is_counted_but_not_logged_line_by_line(no_leftover_shm, zmq_socket, recv,
+                                                                          capfd):
+    """A peer looping on bad requests must not flood the driver's log (shards write to its stderr): the first
+    10 of a minute are logged, the rest counted in one line; the error counters count every one."""
+    with ParameterServer({"w": np.zeros((ROWS, 4))}, shards=1) as ps:
+        raw = zmq_socket(zmq.DEALER)
+        raw.connect(ps.address.endpoints[0])
+        for _ in range(100):
+            raw.send_multipart(rows_push(ps.address.server_id, [10**12], np.ones((1, 4))))
+            assert P.decode_reply(recv(raw)[0]).status == P.STATUS_ERROR
+        with Client(ps.address) as client:
+            assert client.stats()[0]["errors_by_code"] == {"ROWS": 100}
+    log = capfd.readouterr().err
+    assert log.count("rejected a request: ROWS") == 10
+    assert "rejected 90 more requests in the last" in log and "90 ROWS" in log
