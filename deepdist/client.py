@@ -118,6 +118,13 @@ class Client:
                     part = wanted[selector]
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
                     targets[shard].append((name, selector))
+        limit = self.address.max_message_bytes
+        for shard, parts in per_shard.items():
+            size = sum(item.n_rows * self.specs[name].row_size * np.dtype(self.specs[name].dtype).itemsize
+                       for (item, _), (name, _) in zip(parts, targets[shard]))
+            if size > limit:
+                raise ValueError(f"shard {shard} would answer this pull with {size} bytes, more than the "
+                                 f"server's limit of {limit} bytes a message: pull fewer rows at a time")
         # The pushes sent before this pull to shards it does not read: result() waits for them too.
         earlier = {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard}
         return PendingPull(self, self.request(P.OP_PULL, per_shard), shapes, targets, earlier)

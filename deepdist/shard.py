@@ -64,6 +64,7 @@ class Shard:
         self.index = config["shard"]
         self.server_id = config["server_id"]
         self.check_finite = config.get("check_finite", True)
+        self.max_message_bytes = config["max_message_bytes"]  # for frames in, and for a pull's answer
         self.segments, self.params = [], []
         self.all_params = config["params"]
         for p in config["params"]:
@@ -199,15 +200,25 @@ class Shard:
             param.array[selection] = np.reshape(getattr(model, name), (-1, param.array.shape[1]))
 
     def pull(self, request: P.Request, data: list) -> list:
-        frames, out = iter(data), []
+        frames, wanted = iter(data), []
         for item in request.items:
             param = self.param(item)
-            if item.kind == P.KIND_DENSE:
+            rows = None if item.kind == P.KIND_DENSE else self.rows(param, next(frames), item.n_rows)
+            wanted.append((param, rows))
+        # A small request may ask for the same rows many times over: refuse to answer more than a message
+        # may hold, before allocating it (8 bytes of index could otherwise cost a row of reply each).
+        size = sum((param.hi - param.lo if rows is None else len(rows)) * param.array[0].nbytes
+                   for param, rows in wanted)
+        if size > self.max_message_bytes:
+            raise P.ProtocolError(P.ERR_SHAPE, f"the pull would answer {size} bytes, more than the limit of "
+                                               f"{self.max_message_bytes} bytes a message may hold")
+        out = []
+        for param, rows in wanted:
+            if rows is None:
                 # A copy, not a view of shared memory: zmq sends from its I/O thread after send() returns,
                 # and pushes applied meanwhile would tear the rows on the wire.
                 out.append(param.array[param.lo:param.hi].copy())
             else:
-                rows = self.rows(param, next(frames), item.n_rows)
                 values = np.empty((len(rows), param.array.shape[1]), param.array.dtype)
                 kernels.gather(param.array, rows, values)
                 out.append(values)
@@ -357,8 +368,7 @@ def main() -> None:
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
     socket.linger = 0
-    if config.get("max_message_bytes"):
-        socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"])
+    socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"])
     port = config.get("port") or "*"
     socket.bind(f"tcp://{config['host']}:{port}")
     endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)

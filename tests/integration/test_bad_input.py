@@ -200,3 +200,21 @@ def test_a_flood_of_bad_requests_is_counted_but_not_logged_line_by_line(no_lefto
     log = capfd.readouterr().err
     assert log.count("rejected a request: ROWS") == 10
     assert "rejected 90 more requests in the last" in log and "90 ROWS" in log
+
+
+def test_a_pull_is_never_answered_with_more_than_a_message_may_hold(start_server, zmq_socket, recv):
+    """8 KB of row indices naming one 512 KB row a thousand times would make a shard allocate and send 512 MB:
+    refused before anything is allocated (the limit here is 256 MB). A client refuses such a pull itself."""
+    ps = start_server({"w": np.zeros((8, 1 << 16))}, shards=1)
+    raw = zmq_socket(zmq.DEALER)
+    raw.connect(ps.address.endpoints[0])
+    rows = np.zeros(1000, np.int64)
+    raw.send_multipart(request(ps.address.server_id, [P.Item(0, P.KIND_ROWS, F64, len(rows))], [rows.tobytes()],
+                               op=P.OP_PULL))
+    reply = recv(raw)
+    assert P.decode_reply(reply[0]).error == P.ERR_SHAPE
+    assert "the pull would answer 524288000 bytes, more than the limit" in reply[1].decode()
+    with Client(ps.address) as client:
+        with pytest.raises(ValueError, match="pull fewer rows at a time"):
+            client.pull(["w"], rows=rows)
+        assert client.pull(["w"], rows=rows[:10])["w"].shape == (10, 1 << 16)  # within the limit: served
