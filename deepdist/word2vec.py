@@ -215,7 +215,9 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
         with another, as ``Word2Vec(sentences)`` trains).
 
     chunk_words: raw words a task trains between syncs. Smaller chunks mean less staleness but more
-        round trips; the default matches gensim's 10,000-word jobs.
+        round trips; the default matches gensim's 10,000-word jobs. With hierarchical softmax over a small
+        corpus for many epochs, 5,000 scored WordSim353 0.529 against 0.499 on gensim's Wikipedia excerpt
+        (10 epochs) at 0.9x the speed; over a 6M-word corpus for one epoch it did not help (README).
     negative_pool: negatives per chunk are drawn from this many draws of the noise distribution (see the
         module docstring). None: draw from the whole vocabulary. That is exact, but each chunk then pulls
         all of syn1neg.
