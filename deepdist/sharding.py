@@ -6,6 +6,7 @@ lives whole on one shard; small parameters are dealt round-robin so that they do
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +34,9 @@ class ParamSpec:
 
     @property
     def row_size(self) -> int:
-        """Elements in one row (1 for a 1-D parameter)."""
-        return int(np.prod(self.shape[1:], dtype=np.int64))
+        """Elements in one row (1 for a 1-D parameter). math.prod: np.prod of a tuple costs ~20 us, and clients
+        ask for every push and pull."""
+        return math.prod(self.shape[1:])
 
     @property
     def bounds(self) -> np.ndarray:
