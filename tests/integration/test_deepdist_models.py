@@ -328,6 +328,40 @@ def test_rows_not_named_read_zero_and_others_are_pulled_whole(spark_context):
     assert summary["updates"] == 4
 
 
+def count_before(model, data):
+    """Fail unless the model shows every earlier update of this (only) task."""
+    (seen,) = data
+    if model["w"].tolist() != [seen] * 2:
+        raise AssertionError(f"batch {seen} saw {model['w'].tolist()}")
+    return {"w": np.ones(2)}
+
+
+def count_row_before(model, data):
+    """With rows=: the batch's row shows its earlier updates, every other row zero."""
+    ((position, row, earlier),) = data
+    expected = np.zeros(10)
+    expected[row] = earlier
+    if not np.array_equal(model["w"][:, 0], expected):
+        raise AssertionError(f"batch {position} (row {row}) saw {model['w'][:, 0].tolist()}")
+    return {"w": (np.array([row, 9 - row]), np.ones((2, 2)))}  # one row it read, one it did not
+
+
+def test_each_batch_sees_the_tasks_own_earlier_updates(spark_context):
+    """Read-your-writes within a task, with and without rows= (a pull that overtook the task's own last push
+    would show one update less)."""
+    model = {"w": np.zeros(2)}
+    with DeepDist(model, progress=False) as dd:
+        dd.train(spark_context.parallelize(range(30), 1), count_before, batch=1)
+    assert model["w"].tolist() == [30.0] * 2
+    sequence = [3, 3, 5, 3, 5, 0, 3, 1, 1]
+    records = [(i, row, sequence[:i].count(row) + sequence[:i].count(9 - row)) for i, row in enumerate(sequence)]
+    model = {"w": np.zeros((10, 2))}
+    with DeepDist(model, progress=False) as dd:
+        dd.train(spark_context.parallelize(records, 1), count_row_before, batch=1,
+                 rows=lambda batch: {"w": [batch[0][1]]})
+    assert model["w"].sum() == 2 * 2 * len(sequence)
+
+
 def test_rows_must_name_parameters_with_integer_rows(spark_context):
     rdd = spark_context.parallelize([[1]], 1)
     with DeepDist({"w": np.zeros((3, 2))}, progress=False) as dd:
