@@ -20,6 +20,11 @@ from deepdist import DeepDist
 from deepdist.word2vec import build_model, split_line, train, wikipedia_dump, wikipedia_sentences
 
 EPOCHS = 10  # the excerpt is small (437,000 words): several passes give sensible neighbours
+if sys.argv[1:] in (["-h"], ["--help"]):
+    print(__doc__)
+    sys.exit(0)
+if len(sys.argv) > 2:
+    sys.exit(f"one corpus path at most, got {len(sys.argv) - 1} arguments\n{__doc__}")
 
 conf = SparkConf().setAppName("deepdist-word2vec").set("spark.ui.showConsoleProgress", "false")  # DeepDist
 # prints its own progress line. Under spark-submit (which starts the JVM first and says so in
