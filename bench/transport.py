@@ -22,7 +22,6 @@ import argparse
 import multiprocessing
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
