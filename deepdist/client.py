@@ -37,6 +37,12 @@ class Client:
         self.address = address
         self.specs = {spec.name: spec for spec in address.params}
         self.index = {spec.name: i for i, spec in enumerate(address.params)}
+        self.row_bytes = {spec.name: spec.row_size * np.dtype(spec.dtype).itemsize for spec in address.params}
+        owned = [0] * len(address.endpoints)
+        for spec in address.params:
+            for shard, lo, hi in spec.ranges:
+                owned[shard] += (hi - lo) * self.row_bytes[spec.name]
+        self.answer_limits = [P.pull_answer_limit(address.max_message_bytes, size) for size in owned]
         self.timeout = timeout
         self.window = window
         self.sparsify = sparsify
@@ -118,13 +124,11 @@ class Client:
                     part = wanted[selector]
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
                     targets[shard].append((name, selector))
-        limit = self.address.max_message_bytes
         for shard, parts in per_shard.items():
-            size = sum(item.n_rows * self.specs[name].row_size * np.dtype(self.specs[name].dtype).itemsize
-                       for (item, _), (name, _) in zip(parts, targets[shard]))
-            if size > limit:
-                raise ValueError(f"shard {shard} would answer this pull with {size} bytes, more than the "
-                                 f"server's limit of {limit} bytes a message: pull fewer rows at a time")
+            size = sum(item.n_rows * self.row_bytes[name] for (item, _), (name, _) in zip(parts, targets[shard]))
+            if size > self.answer_limits[shard]:
+                raise ValueError(f"shard {shard} would answer this pull with {size} bytes, more than its limit "
+                                 f"of {self.answer_limits[shard]} bytes: pull fewer rows at a time")
         # The pushes sent before this pull to shards it does not read: result() waits for them too.
         earlier = {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard}
         return PendingPull(self, self.request(P.OP_PULL, per_shard), shapes, targets, earlier)

@@ -108,6 +108,13 @@ class Reply(NamedTuple):
     seq: int
 
 
+def pull_answer_limit(max_message_bytes: int, owned_bytes: int) -> int:
+    """The most bytes a shard answers one PULL with: what a message may hold, or everything the shard owns
+    if that is more (a whole pull of every parameter is always served). Repeated rows or items cannot make
+    a small request cost more than that."""
+    return max(max_message_bytes, owned_bytes)
+
+
 def frames_per_item(op: int, kind: int) -> int:
     """How many data frames follow the header for one item of this operation and kind."""
     if op == OP_PUSH:

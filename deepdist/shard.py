@@ -76,6 +76,8 @@ class Shard:
             array = segment.array.reshape(p["shape"][0], -1)
             self.params.append(Owned(p["name"], array, tuple(p["shape"][1:]), P.DTYPE_CODES[array.dtype],
                                      p["lo"], p["hi"]))
+        owned = sum((p.hi - p.lo) * p.array[0].nbytes for p in self.params if p is not None)
+        self.max_answer_bytes = P.pull_answer_limit(self.max_message_bytes, owned)
         self.descent = None  # a custom descent(model, update) installed by the server, or None: add
         self.last_seq = {}  # client_id -> highest push seq applied: how a retried push is recognised
         self.counters = collections.Counter()
@@ -205,13 +207,13 @@ class Shard:
             param = self.param(item)
             rows = None if item.kind == P.KIND_DENSE else self.rows(param, next(frames), item.n_rows)
             wanted.append((param, rows))
-        # A small request may ask for the same rows many times over: refuse to answer more than a message
-        # may hold, before allocating it (8 bytes of index could otherwise cost a row of reply each).
+        # A small request may ask for the same rows, or the same parameter, many times over: refuse it before
+        # allocating the answer (8 bytes of index could otherwise cost a row of answer each).
         size = sum((param.hi - param.lo if rows is None else len(rows)) * param.array[0].nbytes
                    for param, rows in wanted)
-        if size > self.max_message_bytes:
+        if size > self.max_answer_bytes:
             raise P.ProtocolError(P.ERR_SHAPE, f"the pull would answer {size} bytes, more than the limit of "
-                                               f"{self.max_message_bytes} bytes a message may hold")
+                                               f"{self.max_answer_bytes} bytes (pull_answer_limit)")
         out = []
         for param, rows in wanted:
             if rows is None:

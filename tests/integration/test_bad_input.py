@@ -202,19 +202,33 @@ def test_a_flood_of_bad_requests_is_counted_but_not_logged_line_by_line(no_lefto
     assert "rejected 90 more requests in the last" in log and "90 ROWS" in log
 
 
-def test_a_pull_is_never_answered_with_more_than_a_message_may_hold(start_server, zmq_socket, recv):
-    """8 KB of row indices naming one 512 KB row a thousand times would make a shard allocate and send 512 MB:
-    refused before anything is allocated (the limit here is 256 MB). A client refuses such a pull itself."""
+def test_a_small_pull_cannot_make_a_shard_allocate_without_bound(start_server, zmq_socket, recv):
+    """8 KB of row indices naming one 512 KB row a thousand times would make a shard allocate and send 512 MB,
+    and 1,024 items naming the same parameter whole would answer it 1,024 times: both refused before anything
+    is allocated (the limit here: 256 MB, what a message may hold). A client refuses such a pull itself."""
     ps = start_server({"w": np.zeros((8, 1 << 16))}, shards=1)
     raw = zmq_socket(zmq.DEALER)
     raw.connect(ps.address.endpoints[0])
     rows = np.zeros(1000, np.int64)
-    raw.send_multipart(request(ps.address.server_id, [P.Item(0, P.KIND_ROWS, F64, len(rows))], [rows.tobytes()],
-                               op=P.OP_PULL))
-    reply = recv(raw)
-    assert P.decode_reply(reply[0]).error == P.ERR_SHAPE
-    assert "the pull would answer 524288000 bytes, more than the limit" in reply[1].decode()
+    dense = P.Item(0, P.KIND_DENSE, F64, 8)
+    for frames, size in [(request(ps.address.server_id, [P.Item(0, P.KIND_ROWS, F64, len(rows))], [rows.tobytes()],
+                                  op=P.OP_PULL), 524288000),
+                         (request(ps.address.server_id, [dense] * P.MAX_ITEMS, [], op=P.OP_PULL), 4294967296)]:
+        raw.send_multipart(frames)
+        reply = recv(raw)
+        assert P.decode_reply(reply[0]).error == P.ERR_SHAPE
+        assert f"the pull would answer {size} bytes, more than the limit" in reply[1].decode()
     with Client(ps.address) as client:
         with pytest.raises(ValueError, match="pull fewer rows at a time"):
             client.pull(["w"], rows=rows)
         assert client.pull(["w"], rows=rows[:10])["w"].shape == (10, 1 << 16)  # within the limit: served
+
+
+def test_a_whole_pull_larger_than_a_message_is_served(start_server):
+    """The limit on a pull's answer is never below everything the shard holds: here 3 parameters of 90 MB on
+    one shard, 270 MB in all, above the 256 MB a message may hold."""
+    ps = start_server({name: np.full((90, 1 << 18), 1.0, np.float32) for name in "abc"}, shards=1)
+    assert ps.address.max_message_bytes < 270 << 20
+    with Client(ps.address) as client:
+        pulled = client.pull()
+    assert sorted(pulled) == ["a", "b", "c"] and all(pulled[name].sum() == 90 << 18 for name in "abc")
