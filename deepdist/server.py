@@ -63,6 +63,12 @@ class ParameterServer:
             raise ValueError(f"shards must be at least 1, got {shards}")
         for name, array in params.items():
             check_param(name, array)
+        names = list(params)
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                if np.may_share_memory(params[first], params[second]):
+                    raise ValueError(f"parameters '{first}' and '{second}' share memory: each needs an array of "
+                                     f"its own (their final values would overwrite each other)")
         self.given = params
         self.copy_back = copy_back
         self.move_in = frozenset(move_in)

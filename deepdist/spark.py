@@ -212,7 +212,8 @@ class RowsPulled:
 
     The arrays are allocated once per task with ``np.zeros``, whose pages cost nothing until written, so a task
     holds only the rows it has read. The rows filled for the previous batch are zeroed before the next batch's
-    are filled in: a row the batch did not name reads zero, never a stale value.
+    are filled in: a row the batch did not name reads zero, never a stale value, unless the task's own
+    gradient wrote it in place (the task cannot see such writes without reading the whole array).
     """
 
     def __init__(self, specs, names, rows):
@@ -237,7 +238,7 @@ class RowsPulled:
             previous = self.filled.get(name)
             if previous is not None:
                 kernels.scatter(flat, previous, np.zeros((len(previous), flat.shape[1]), flat.dtype))
-            kernels.scatter(flat, rows, pulled[name].reshape(len(rows), -1))
+            kernels.scatter(flat, rows, pulled[name].reshape(len(rows), flat.shape[1]))
             self.filled[name] = rows
             pulled[name] = self.arrays[name]
         return pulled
@@ -247,7 +248,10 @@ class RowsPulled:
         rows = np.asarray(rows)
         if rows.size and rows.dtype.kind not in "iu":
             raise TypeError(f"rows(records) gave {rows.dtype} rows for {name!r}; row indices are integers")
-        return np.unique(rows.reshape(-1).astype(np.int64))
+        rows = np.unique(rows.reshape(-1))
+        if rows.size and rows.dtype.kind == "u" and rows[-1] > np.iinfo(np.int64).max:
+            raise IndexError(f"rows(records) gave row {rows[-1]} for {name!r}, past the end of any parameter")
+        return rows.astype(np.int64)
 
 
 class DescentKeepingProgress:

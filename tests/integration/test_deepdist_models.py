@@ -362,6 +362,21 @@ def test_each_batch_sees_the_tasks_own_earlier_updates(spark_context):
     assert model["w"].sum() == 2 * 2 * len(sequence)
 
 
+def no_rows_read(model, data):
+    (rows,) = data
+    if model["w"].any():
+        raise AssertionError(f"a batch that read no rows saw {model['w'].tolist()}")
+    return {"w": (np.array(rows, np.int64), np.ones((len(rows), 2)))}
+
+
+def test_a_batch_may_read_no_rows(spark_context):
+    model = {"w": np.ones((4, 2))}
+    with DeepDist(model, progress=False) as dd:
+        dd.train(spark_context.parallelize([[], [1], []], 1), no_rows_read, batch=1,
+                 rows=lambda batch: {"w": np.array([], np.int64)})
+    assert model["w"].sum() == 8 + 2
+
+
 def test_rows_must_name_parameters_with_integer_rows(spark_context):
     rdd = spark_context.parallelize([[1]], 1)
     with DeepDist({"w": np.zeros((3, 2))}, progress=False) as dd:
@@ -371,6 +386,8 @@ def test_rows_must_name_parameters_with_integer_rows(spark_context):
             dd.train(rdd, check_rows_seen, rows=lambda records: {"w": [0.5]})
         with pytest.raises(Exception, match=r"must be in \[0, 3\)"):
             dd.train(rdd, check_rows_seen, rows=lambda records: {"w": [3]})
+        with pytest.raises(Exception, match="row 18446744073709551615 for 'w', past the end"):
+            dd.train(rdd, check_rows_seen, rows=lambda records: {"w": np.array([2**64 - 1], np.uint64)})
         with pytest.raises(TypeError, match="rows must be a function"):
             dd.train(rdd, check_rows_seen, rows={"w": [0]})
 

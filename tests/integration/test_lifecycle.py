@@ -146,6 +146,17 @@ def test_move_in_names_parameters():
         ParameterServer({"w": np.zeros(3)}, move_in=["v"])
 
 
+def test_parameters_sharing_memory_are_refused():
+    """One array under two names: moving it in under the first emptied it for the second, and copying back
+    wrote one's final values over the other's."""
+    w = np.ones((1024, 16))
+    with pytest.raises(ValueError, match="'a' and 'b' share memory"):
+        ParameterServer({"a": w, "b": w}, move_in=["a", "b"])
+    with pytest.raises(ValueError, match="'a' and 'b' share memory"):
+        ParameterServer({"a": w, "b": w[10:20]})
+    ParameterServer({"a": w[:512], "b": w[512:]})  # halves of one array do not overlap: fine
+
+
 VIEWS_AFTER_THE_BLOCK = """
 import numpy as np
 from deepdist import DeepDist, ParameterServer
