@@ -48,13 +48,9 @@ class Segment:
         system (MADV_REMOVE, Linux) once copied: the copy and the segment together never hold more than the
         array and one block. Views of the segment read zeros afterwards. Call before ``unlink``."""
         out = np.empty_like(self.array, order="C")
-        src, dst = self.array.reshape(-1).view(np.uint8), out.reshape(-1).view(np.uint8)
         remove = getattr(mmap, "MADV_REMOVE", None)
-        for start in range(0, len(src), MOVE_BLOCK):
-            stop = min(len(src), start + MOVE_BLOCK)
-            dst[start:stop] = src[start:stop]
-            if remove is not None:
-                self._mapping.madvise(remove, start, stop - start)
+        move_blocks(self.array, out, None if remove is None else
+                    lambda start, stop: self._mapping.madvise(remove, start, stop - start))
         return out
 
     def unlink(self) -> None:
@@ -81,14 +77,22 @@ def create(array: np.ndarray, tag: str = "", move: bool = False) -> Segment:
     segment = Segment(shm.name, map_segment(shm.name), array.dtype, array.shape, owner=shm)
     shm.close()
     if move and can_release(array):
-        src, dst = array.reshape(-1).view(np.uint8), segment.array.reshape(-1).view(np.uint8)
-        for start in range(0, len(src), MOVE_BLOCK):
-            stop = min(len(src), start + MOVE_BLOCK)
-            dst[start:stop] = src[start:stop]
-            release_pages(src[start:stop])
+        source = array.reshape(-1).view(np.uint8)
+        move_blocks(array, segment.array, lambda start, stop: release_pages(source[start:stop]))
     else:
         np.copyto(segment.array, array)
     return segment
+
+
+def move_blocks(src: np.ndarray, dst: np.ndarray, release) -> None:
+    """Copy C-contiguous ``src`` into ``dst`` MOVE_BLOCK bytes at a time, calling ``release(start, stop)``
+    (byte offsets) after each block, if given, to give the copied block's pages back."""
+    src, dst = src.reshape(-1).view(np.uint8), dst.reshape(-1).view(np.uint8)
+    for start in range(0, len(src), MOVE_BLOCK):
+        stop = min(len(src), start + MOVE_BLOCK)
+        dst[start:stop] = src[start:stop]
+        if release is not None:
+            release(start, stop)
 
 
 def can_release(array: np.ndarray) -> bool:
