@@ -229,6 +229,10 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
         ``corpus_total_words`` over the RDD's partitions) are kept in memory by their task, which trains
         every epoch on them: one Spark task per partition rather than one per partition and epoch. A Spark
         task costs 100-150 core-ms of Spark's own time, and a kept word about 65 bytes. 0: never keep.
+        Only when every partition's task can run at once (no more partitions than Spark's
+        ``defaultParallelism`` task slots): tasks that wait for a slot would train all their epochs after
+        the first wave had trained all of its, at a learning rate already decayed by the first wave's work
+        (20 partitions on 2 slots halved the analogy score on the excerpt).
     Returns the summary of all epochs: partitions, records (sentences), words (raw), effective_words
     (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall),
     task_seconds (the tasks' own, added up), kernel_seconds (of those, inside gensim's training kernel:
@@ -250,7 +254,8 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
         raise ValueError(f"epochs, chunk_words and negative_pool must be positive, got {epochs}, {chunk_words} "
                          f"and {negative_pool}")
     partitions = rdd.getNumPartitions()
-    keep = epochs > 1 and model.corpus_total_words <= keep_words * partitions
+    slots = rdd.context.defaultParallelism // int(rdd.context.getConf().get("spark.task.cpus", "1"))
+    keep = epochs > 1 and partitions <= slots and model.corpus_total_words <= keep_words * partitions
     job = {"address": dd.address, "client": dd.client_options, "chunk_words": chunk_words,
            "negative_pool": negative_pool if model.negative else None, "compute_loss": compute_loss,
            "start_alpha": model.alpha if start_alpha is None else start_alpha,

@@ -352,6 +352,21 @@ def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences
     assert summary["bytes_sent"] < 0.4 * dense and summary["bytes_received"] < 0.4 * dense
 
 
+def test_partitions_waiting_for_a_slot_are_not_kept_for_every_epoch(spark_context, sentences):
+    # local[2] runs 2 tasks at once. Were each of 4 tasks to train all its epochs, the last two would start
+    # after the first two had trained theirs, at a learning rate the first wave had already decayed.
+    rdd = spark_context.parallelize(sentences[:400], 4)
+    model = build_model(rdd, **HYPER)
+    with DeepDist(model, progress=False) as dd:
+        spark_context.setJobGroup("waves", "word2vec with more partitions than task slots")
+        try:
+            summary = train(dd, rdd, epochs=3)
+        finally:
+            spark_context.setLocalProperty("spark.jobGroup.id", None)
+    assert tasks_of_job_group(spark_context, "waves") == 4 * 3  # one task per partition and epoch
+    assert summary["words"] == 3 * model.corpus_total_words
+
+
 def test_traffic_is_sparse(corpus):
     # Every word of the excerpt (min_count=1: 31,981 words), 5,000-word chunks: about 7 % of dense each way.
     model = build_model(corpus, **dict(HYPER, min_count=1))
