@@ -145,26 +145,47 @@ class DeepDist:
         if rows is not None and not callable(rows):
             raise TypeError(f"rows must be a function rows(records) -> {{name: row indices}}, got "
                             f"{type(rows).__name__}")
-        job = {"names": self.names, "gradient": gradient, "batch": batch, "rows": rows, "address": self.address,
-               "client": self.client_options}
+        job = {"names": self.names, "gradient": gradient, "batch": batch, "rows": rows}
         return self.run(rdd, gradient_task, job, descent)
 
     def run(self, rdd, task, job: dict, descent=None, parts=None) -> dict:
         """Run ``task(model_broadcast, job, partition_index, iterator)`` over every partition; add up the dicts
-        the tasks yield. The model goes out once per job as a broadcast, without its parameter arrays.
+        the tasks yield. The model goes out once per job as a broadcast, without its parameter arrays. ``job``
+        reaches the tasks with ``address`` (the job's own session, see ``ParameterServer.open_session``) and
+        ``client`` (the options for their Clients) added.
         parts: how many passes over a partition the tasks report done in all, for the progress line (default:
         one per partition)."""
         server, context = self.running(), rdd.context
+        if descent is not None and not callable(descent):
+            raise TypeError(f"descent must be a function descent(model, update), got {type(descent).__name__}")
         model = context.broadcast(pickle_function(strip(self.model, self.names)))
-        server.set_descent(None if descent is None else DescentKeepingProgress(descent))
-        started = time.monotonic()
-        reporter = Progress(self, parts or rdd.getNumPartitions()) if self.progress else None
+        reporter = None
         try:
+            # The job's own session: its pushes go through its descent, and once it is closed nothing its
+            # tasks still send (a failed job's other tasks run on until Spark stops them; speculative copies
+            # may outlive a job) is applied. So train returns, or raises, with the model settled.
+            address = server.open_session(None if descent is None else DescentKeepingProgress(descent))
+        except BaseException:
+            model.destroy()
+            raise
+        # A custom descent sees the rows a push names: a dense delta goes as it is, all of its rows.
+        client = self.client_options if descent is None else dict(self.client_options, sparsify=False)
+        job = dict(job, address=address, client=client)
+        started = time.monotonic()
+        try:
+            reporter = Progress(self, parts or rdd.getNumPartitions()) if self.progress else None
             results = rdd.mapPartitionsWithIndex(lambda index, data: task(model, job, index, data)).collect()
+        except BaseException:
+            try:
+                server.close_session(address)
+            except Exception as error:  # a dead shard, say: the job's own error is the one to see
+                log.warning("deepdist: could not close the failed job's session: %s", error)
+            raise
+        else:
+            server.close_session(address)
         finally:
             if reporter:
                 reporter.stop()
-            server.set_descent(None)
             model.destroy()
         server.check()
         summary = {}

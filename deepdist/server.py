@@ -8,6 +8,7 @@ stop, and a shard whose server dies sees end of file and exits.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -157,21 +158,52 @@ class ParameterServer:
                             f"while it was to {doing} (see its error above)")
         return line
 
-    def set_descent(self, descent) -> None:
-        """Have every shard apply pushes with ``descent(model, update)`` (None: add them, the default).
+    def open_session(self, descent=None) -> ServerAddress:
+        """An address for one job: requests sent to it are served, their pushes applied with
+        ``descent(model, update)`` (None: added), until ``close_session``; then they are refused.
 
         descent is pickled (with cloudpickle when available, so lambdas and closures work) and handed to the
-        shards over their private pipes; see ``Shard.run_descent`` for what it is called with.
+        shards over their private pipes, with this process's ``sys.path`` so that a descent imported from the
+        driver's own modules loads there; see ``Shard.run_descent`` for what it is called with. Several
+        sessions may be open at once, each with its own descent.
         """
+        session = secrets.randbits(64) or 1
+        while session == self.address.server_id:
+            session = secrets.randbits(64) or 1
         blob = None if descent is None else base64.b64encode(pickle_function(descent)).decode()
-        line = json.dumps({"descent": blob}).encode() + b"\n"
+        path = [os.path.abspath(folder) for folder in sys.path]  # '' is the working directory
+        errors = self.command({"open": session, "descent": blob, "path": path}, "open a session")
+        if errors:
+            self.close_session(dataclasses.replace(self.address, server_id=session))
+            index, answer = errors[0]
+            raise DeepDistError(f"shard {index} could not install the descent: {answer}")
+        return dataclasses.replace(self.address, server_id=session)
+
+    def close_session(self, address: ServerAddress) -> None:
+        """Refuse every request sent to ``address`` (from ``open_session``) from now on. Returns once every
+        shard has closed it: no push sent to it is applied after this."""
+        errors = self.command({"close": address.server_id}, "close a session")
+        if errors:
+            index, answer = errors[0]
+            raise DeepDistError(f"shard {index} could not close a session: {answer}")
+
+    def command(self, command: dict, doing: str) -> list:
+        """Send ``command`` to every shard and read every answer; the shards that did not answer OK, with
+        their answers. A dead shard raises ShardDied."""
+        self.check()
+        line = json.dumps(command).encode() + b"\n"
         for process in self.processes:
-            process.stdin.write(line)
-            process.stdin.flush()
-        for index, process in enumerate(self.processes):
-            answer = self.read_line(index, process, self.start_timeout, "install the descent")
-            if answer != "OK":
-                raise DeepDistError(f"shard {index} could not install the descent: {answer}")
+            try:
+                process.stdin.write(line)
+                process.stdin.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.check()  # the shard died since: ShardDied says which and how
+                raise
+        # Every shard's answer is read, even after a bad one: an answer left in a pipe would be taken for the
+        # answer to the next command.
+        answers = [(index, self.read_line(index, process, self.start_timeout, doing))
+                   for index, process in enumerate(self.processes)]
+        return [(index, answer) for index, answer in answers if answer != "OK"]
 
     def watch(self) -> None:
         """Report a shard that dies while serving as soon as it happens (its clients only see timeouts)."""

@@ -2,8 +2,8 @@
 
 Started by ``deepdist.server`` as ``python -m deepdist.shard``; it reads its configuration as one JSON line on
 standard input, binds, answers ``READY <endpoint>`` and serves until standard input reaches end of file (the
-server closes it, or the server died). Later JSON lines on standard input are commands from the server (the
-only one: install a custom ``descent``), each answered with ``OK`` or ``ERROR <why>``. Answers go to the
+server closes it, or the server died). Later JSON lines on standard input are commands from the server (open
+and close a job's session, see ``Shard.command``), each answered with ``OK`` or ``ERROR <why>``. Answers go to the
 standard output the shard was started with; anything else printed goes to standard error. A shard validates
 a whole request before it writes anything, then applies pushes in place on the shared-memory arrays with
 the kernels of ``deepdist.kernels``, reading straight from the received frames. Each row has one owner and
@@ -78,7 +78,10 @@ class Shard:
                                      p["lo"], p["hi"]))
         owned = sum((p.hi - p.lo) * p.array[0].nbytes for p in self.params if p is not None)
         self.max_answer_bytes = P.pull_answer_limit(self.max_message_bytes, owned)
-        self.descent = None  # a custom descent(model, update) installed by the server, or None: add
+        # The ids requests may carry, each with how its pushes are applied: a custom descent(model, update),
+        # or None to add them. The server's own id is always open; each DeepDist job opens one of its own,
+        # with its descent, and closes it when the job ends, after which its requests are refused.
+        self.sessions = {self.server_id: None}
         self.last_seq = {}  # client_id -> highest push seq applied: how a retried push is recognised
         self.counters = collections.Counter()
         self.errors_by_code = collections.Counter()
@@ -92,11 +95,12 @@ class Shard:
         self.counters["bytes_in"] += sum(len(f) for f in frames)
         try:
             request = P.decode_request(header, len(data))
-            if request.server_id != self.server_id:
-                raise P.ProtocolError(P.ERR_SERVER, f"request for server {request.server_id:016x}, this shard "
-                                                    f"serves {self.server_id:016x} (stale address?)")
+            if request.server_id not in self.sessions:
+                raise P.ProtocolError(P.ERR_SERVER, f"request for server {request.server_id:016x}, which this "
+                                                    f"shard does not serve (a job that has ended, or a stale "
+                                                    f"address: this server is {self.server_id:016x})")
             if request.op == P.OP_PUSH:
-                reply = self.push(request, data)
+                reply = self.push(request, data, self.sessions[request.server_id])
             elif request.op == P.OP_PULL:
                 reply = self.pull(request, data)
             else:
@@ -132,7 +136,7 @@ class Shard:
                         ", ".join(f"{count} {name}" for name, count in sorted(self.unlogged.items())))
         self.log_window_start, self.logged, self.unlogged = now, 0, collections.Counter()
 
-    def push(self, request: P.Request, data: list) -> list:
+    def push(self, request: P.Request, data: list, descent) -> list:
         if not math.isfinite(request.scale):
             raise P.ProtocolError(P.ERR_NONFINITE, f"scale is {request.scale}")
         # Validate every item before applying any: a rejected request writes nothing.
@@ -151,20 +155,20 @@ class Shard:
         if request.client_id and request.seq <= self.last_seq.get(request.client_id, 0):
             self.counters["duplicates"] += 1
             return [P.encode_reply(P.OP_PUSH, P.STATUS_DUPLICATE, request.seq)]
-        if self.descent is None:
+        if descent is None:
             for param, rows, values in updates:
                 if rows is None:
                     kernels.axpy(param.array[param.lo:param.hi].reshape(-1), values.reshape(-1), request.scale)
                 else:
                     kernels.scatter_add(param.array, rows, values, request.scale)
         else:
-            self.run_descent(updates, request.scale)
+            self.run_descent(descent, updates, request.scale)
         if request.client_id:
             self.last_seq[request.client_id] = request.seq
         self.counters["pushes"] += 1
         return [P.encode_reply(P.OP_PUSH, P.STATUS_OK, request.seq)]
 
-    def run_descent(self, updates: list, scale: float) -> None:
+    def run_descent(self, descent, updates: list, scale: float) -> None:
         """Call the custom ``descent(model, update)`` on this shard's part of one push.
 
         ``model.NAME`` and ``update[NAME]`` are the rows this push touches, in the parameter's shape; repeated
@@ -191,15 +195,28 @@ class Shard:
             update[param.name] = summed.reshape(rows_now.shape)
             selections[param.name] = (param, selection, rows_now.shape)
         try:
-            self.descent(model, update)
+            descent(model, update)
         except Exception as error:
             raise P.ProtocolError(P.ERR_DESCENT, f"descent raised {type(error).__name__}: {error}") from None
-        for name, (param, _, shape) in selections.items():
-            if np.shape(getattr(model, name)) != shape:
+        # Every result checked and converted before the first is written: a push is applied whole or not at all.
+        results = []
+        for name, (param, selection, shape) in selections.items():
+            result = getattr(model, name, None)
+            if result is None:
+                raise P.ProtocolError(P.ERR_DESCENT, f"descent removed model.{name}")
+            if np.shape(result) != shape:
                 raise P.ProtocolError(P.ERR_DESCENT, f"descent changed model.{name} to shape "
-                                                     f"{np.shape(getattr(model, name))}, expected {shape}")
-        for name, (param, selection, _) in selections.items():
-            param.array[selection] = np.reshape(getattr(model, name), (-1, param.array.shape[1]))
+                                                     f"{np.shape(result)}, expected {shape}")
+            try:
+                result = np.asarray(result).astype(param.array.dtype, casting="same_kind")
+            except (TypeError, ValueError) as error:
+                raise P.ProtocolError(P.ERR_DESCENT, f"descent set model.{name} to values that are not "
+                                                     f"{param.array.dtype}: {error}") from None
+            if self.check_finite and not kernels.all_finite(result.reshape(-1)):
+                raise P.ProtocolError(P.ERR_NONFINITE, f"descent set model.{name} to NaN or infinity")
+            results.append((param, selection, result))
+        for param, selection, result in results:
+            param.array[selection] = result.reshape(-1, param.array.shape[1])
 
     def pull(self, request: P.Request, data: list) -> list:
         frames, wanted = iter(data), []
@@ -290,15 +307,27 @@ class Shard:
                 socket.send_multipart([frames[0]] + self.handle(frames[1:]), copy=False)
 
     def command(self, command: dict) -> str:
-        """Carry out a command from the server's pipe; the answer line for it."""
-        if "descent" in command:
+        """Carry out a command from the server's pipe; the answer line for it.
+
+        ``{"open": id, "descent": blob or None, "path": [...]}`` opens a session: requests carrying ``id`` are
+        served, their pushes applied with the descent. ``{"close": id}`` closes it: from the next request on,
+        its requests are refused (a job that has ended writes nothing more, whatever its tasks still send).
+        """
+        if "open" in command:
             try:
                 # These bytes come from the server process that started us, over our private stdin pipe,
-                # never from the network: the server pickled the user's own descent function.
+                # never from the network: the server pickled the user's own descent function. A function the
+                # driver imports from its own modules is pickled by reference: look where the driver looks.
+                sys.path.extend(folder for folder in command.get("path", ()) if folder not in sys.path)
                 blob = command["descent"]
-                self.descent = None if blob is None else pickle.loads(base64.b64decode(blob))
+                descent = None if blob is None else pickle.loads(base64.b64decode(blob))
             except Exception as error:
                 return f"ERROR cannot load descent: {type(error).__name__}: {error}"
+            self.sessions[command["open"]] = descent
+            return "OK"
+        if "close" in command:
+            if command["close"] != self.server_id:
+                self.sessions.pop(command["close"], None)
             return "OK"
         return f"ERROR unknown command {sorted(command)}"
 

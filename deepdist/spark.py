@@ -269,7 +269,10 @@ class DescentKeepingProgress:
         counters = getattr(model, PROGRESS)
         delattr(model, PROGRESS)
         try:
-            self.descent(model, update)
+            # A push that carries only the counters (a task's last, or a shard that owns none of the
+            # parameters the push touches) is no update of the user's: the descent is not called on it.
+            if any(len(values) for values in update.values()):
+                self.descent(model, update)
         finally:
             setattr(model, PROGRESS, counters + progress)
 

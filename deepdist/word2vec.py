@@ -256,7 +256,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
     partitions = rdd.getNumPartitions()
     slots = rdd.context.defaultParallelism // int(rdd.context.getConf().get("spark.task.cpus", "1"))
     keep = epochs > 1 and partitions <= slots and model.corpus_total_words <= keep_words * partitions
-    job = {"address": dd.address, "client": dd.client_options, "chunk_words": chunk_words,
+    job = {"chunk_words": chunk_words,
            "negative_pool": negative_pool if model.negative else None, "compute_loss": compute_loss,
            "start_alpha": model.alpha if start_alpha is None else start_alpha,
            "end_alpha": model.min_alpha if end_alpha is None else end_alpha,

@@ -1,0 +1,176 @@
+"""Each DeepDist job has its own session on the shards: its own descent, and an end after which nothing it
+sends is applied. What a custom descent is called with, and that it is applied whole or not at all."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from deepdist import Client, DeepDist, DeepDistError, RequestError, ShardDied
+
+
+def ones_slowly_or_fail(model, data):
+    """Partition 0 fails at once; the others push +1 a record, slowly, long after the job has failed."""
+    records = list(data)
+    if records[0] == 0:
+        raise ValueError("partition 0 fails")
+    time.sleep(0.05)
+    return {"w": np.ones_like(model["w"])}
+
+
+def test_a_failed_job_writes_nothing_after_train_raises(spark_context):
+    """Spark stops a failed job's other tasks some seconds later; until then they push. Their pushes are
+    refused once train has raised, so the model it leaves is the one the user sees."""
+    model = {"w": np.zeros(4)}
+    rdd = spark_context.parallelize([0] + [1] * 300, 2)  # partition 1: 150 records, 7 s or more of pushes
+    with DeepDist(model, progress=False) as dd:
+        with pytest.raises(Exception, match="partition 0 fails"):
+            dd.train(rdd, ones_slowly_or_fail, batch=1)
+        after_train = dd.model["w"].copy()
+        time.sleep(1.5)
+        np.testing.assert_array_equal(dd.model["w"], after_train)
+
+
+def decay_descent(model, update):
+    model.w = 0.5 * model.w + update["w"]
+
+
+def one_row_dense(model, data):
+    list(data)
+    delta = np.zeros_like(model["w"])
+    delta[0] = 1.0
+    return {"w": delta}
+
+
+def test_a_custom_descent_sees_every_row_of_a_dense_update(spark_context):
+    """A dense delta that is mostly zero would travel as sparse rows; with a custom descent it goes as it is,
+    so a descent that is not linear in the update (decay here) treats every row alike."""
+    model = {"w": np.ones((1000, 4))}
+    with DeepDist(model, shards=2, progress=False) as dd:
+        dd.train(spark_context.parallelize([1], 1), one_row_dense, decay_descent)
+    assert model["w"][0].tolist() == [1.5] * 4
+    np.testing.assert_array_equal(model["w"][1:], 0.5)
+
+
+def clipping_descent(model, update):
+    """Gradient clipping by the largest value: fails on an update with no rows."""
+    scale = min(1.0, 1.0 / np.abs(update["w"]).max())
+    model.w += scale * update["w"]
+
+
+def twos(model, data):
+    list(data)
+    return {"w": np.full_like(model["w"], 2.0)}
+
+
+def test_a_descent_is_called_only_on_pushes_that_update_a_parameter(spark_context):
+    """Tasks also push the hidden progress counters; a push carrying nothing else is not the user's update."""
+    model = {"w": np.zeros(3)}
+    with DeepDist(model, shards=2, progress=False) as dd:
+        dd.train(spark_context.parallelize([1, 2, 3, 4], 2), twos, clipping_descent, batch=1)
+    assert model["w"].tolist() == [4.0] * 3  # four updates of 2, each clipped to 1
+
+
+def scaled_descent(factor):
+    def descent(model, update):
+        model.w += factor * update["w"]
+    return descent
+
+
+def ones(model, data):
+    return {"w": np.full_like(model["w"], float(len(list(data))))}
+
+
+def test_concurrent_trains_on_one_deepdist_each_apply_their_own_descent(spark_context):
+    model = {"w": np.zeros(2)}
+    with DeepDist(model, progress=False) as dd:
+        def run(factor):
+            dd.train(spark_context.parallelize(range(40), 2), ones, scaled_descent(factor), batch=1)
+        threads = [threading.Thread(target=run, args=(factor,)) for factor in (1, 10, 100)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in threads)
+    assert model["w"].tolist() == [40 * 111.0] * 2
+
+
+def test_a_descent_from_the_drivers_own_module_loads_on_the_shards(spark_context, tmp_path, monkeypatch):
+    """cloudpickle pickles a function of an importable module by reference: the shards look for the module
+    where the driver found it."""
+    (tmp_path / "driver_side_descents.py").write_text(
+        "def triple(model, update):\n    model.w += 3 * update['w']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from driver_side_descents import triple
+
+    model = {"w": np.zeros(2)}
+    with DeepDist(model, progress=False) as dd:
+        dd.train(spark_context.parallelize(range(4), 2), ones, triple)
+    assert model["w"].tolist() == [12.0] * 2
+
+
+class FailsToLoad:
+    """A descent the driver can pickle and no shard can load."""
+
+    def __call__(self, model, update):
+        pass
+
+    def __reduce__(self):
+        return fail_on_load, ()
+
+
+def fail_on_load():
+    raise RuntimeError("this descent cannot be loaded")
+
+
+def test_a_descent_that_cannot_load_fails_its_train_only(spark_context):
+    model = {"w": np.zeros(2)}
+    rdd = spark_context.parallelize(range(4), 2)
+    with DeepDist(model, shards=2, progress=False) as dd:
+        for _ in range(2):  # every shard's answer is read: none is left to be taken for the next one's
+            with pytest.raises(DeepDistError, match="cannot be loaded"):
+                dd.train(rdd, ones, FailsToLoad())
+        dd.train(rdd, ones, scaled_descent(2))
+        with pytest.raises(TypeError, match="descent must be a function"):
+            dd.train(rdd, ones, 5)
+    assert model["w"].tolist() == [8.0] * 2
+
+
+def test_train_after_a_shard_died_says_so(spark_context):
+    model = {"w": np.zeros(2)}
+    with pytest.raises(ShardDied, match="shard 1 died"):
+        with DeepDist(model, shards=2, progress=False) as dd:
+            dd.running().processes[1].kill()
+            dd.running().processes[1].wait(10)
+            with pytest.raises(ShardDied, match="shard 1 died"):
+                dd.train(spark_context.parallelize(range(4), 2), ones, scaled_descent(2))
+
+
+def half_bad_descent(model, update):
+    model.a = model.a + update["a"]     # a good result
+    model.b = np.array(["x"] * len(model.b))  # the right shape, and not numbers
+
+
+def test_a_descent_result_is_written_whole_or_not_at_all(start_server):
+    ps = start_server({"a": np.zeros(4), "b": np.zeros(4)}, shards=1)
+    address = ps.open_session(half_bad_descent)
+    with Client(address, timeout=10) as client:
+        client.push({"a": np.ones(4), "b": np.ones(4)})
+        with pytest.raises(RequestError, match="DESCENT.*model.b"):
+            client.flush()
+    assert ps.params["a"].tolist() == [0.0] * 4 and ps.params["b"].tolist() == [0.0] * 4
+
+
+def test_a_closed_session_is_refused_and_the_server_itself_still_served(start_server):
+    ps = start_server({"a": np.zeros(4)}, shards=2)
+    address = ps.open_session(None)
+    with Client(address, timeout=10) as client:
+        client.push({"a": np.ones(4)})
+        client.flush()
+        ps.close_session(address)
+        client.push({"a": np.ones(4)})
+        with pytest.raises(RequestError, match="does not serve.*a job that has ended"):
+            client.flush()
+    with Client(ps.address, timeout=10) as client:
+        client.push({"a": np.ones(4)})
+    assert ps.params["a"].tolist() == [2.0] * 4
