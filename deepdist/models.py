@@ -105,16 +105,13 @@ def strip(model, names):
     its cached unit-norm vectors dropped, so that nothing parameter-sized is pickled, and its Huffman codes
     and paths packed (``PackedArrays``).
     """
-    if isinstance(model, dict):
-        shell = dict(model)
-    else:
-        shell = copy.copy(model)
-        if is_word2vec(model):
-            shell.wv = copy.copy(model.wv)
-            shell.wv.norms = None
-            shell.lifecycle_events = []
-            shell.wv.expandos = {key: PackedArrays(value) if key in PACKED_EXPANDOS else value
-                                 for key, value in model.wv.expandos.items()}
+    shell = copy.copy(model)  # a dict subclass stays one (a defaultdict keeps its default)
+    if is_word2vec(model):
+        shell.wv = copy.copy(model.wv)
+        shell.wv.norms = None
+        shell.lifecycle_events = []
+        shell.wv.expandos = {key: PackedArrays(value) if key in PACKED_EXPANDOS else value
+                             for key, value in model.wv.expandos.items()}
     set_arrays(shell, {name: np.empty((0,) + get_array(model, name).shape[1:], get_array(model, name).dtype)
                        for name in names})
     return shell

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import logging
+import numbers
 import os
 import secrets
 import selectors
@@ -22,7 +23,7 @@ import time
 
 import numpy as np
 
-from . import shm
+from . import protocol as P, shm
 from .errors import DeepDistError, ShardDied
 from .sharding import WILDCARDS, ServerAddress, owned, plan
 
@@ -60,8 +61,11 @@ class ParameterServer:
     def __init__(self, params, shards: int = 2, host: str = "127.0.0.1", port: int = 0, advertise=None,
                  start_timeout: float = 30.0, stop_timeout: float = 10.0, check_finite: bool = True,
                  copy_back: bool = True, move_in=()):
-        if shards < 1:
-            raise ValueError(f"shards must be at least 1, got {shards}")
+        if isinstance(shards, bool) or not isinstance(shards, numbers.Integral) or shards < 1:
+            raise ValueError(f"shards must be a whole number, at least 1, got {shards!r}")
+        if len(params) > P.MAX_ITEMS:
+            raise ValueError(f"{len(params)} parameters, more than the {P.MAX_ITEMS} one request can carry: "
+                             f"concatenate small ones into fewer arrays")
         for name, array in params.items():
             check_param(name, array)
         names = list(params)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import numbers
 import pickle
 import socket
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -78,9 +80,18 @@ def parse_setting(key, kind, text):
 
 
 def check_setting(name, value, where) -> None:
+    if value is None:
+        return
+    kind = CONF_KEYS[name][1]
+    # bool is an int to Python, and a string is truthy: a setting of the wrong type would pass the range
+    # checks below, or fail them with an unrelated TypeError.
+    numbers_ok = kind in (int, float) and isinstance(value, (numbers.Integral if kind is int else numbers.Real))
+    if isinstance(value, bool) is not (kind is bool) or not (numbers_ok or isinstance(value, kind)):
+        expected = {str: "a string", int: "a whole number", float: "a number", bool: "True or False"}[kind]
+        raise TypeError(f"{where} must be {expected}, got {value!r}")
     bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not v > 0,
            "window": lambda v: v < 1, "advertise": lambda v: v in WILDCARDS}
-    if name in bad and value is not None and bad[name](value):
+    if name in bad and bad[name](value):
         what = {"port": "a port (0: any free port)", "shards": "at least 1", "timeout": "positive seconds",
                 "window": "at least 1", "advertise": "an address clients can dial, not a wildcard"}[name]
         raise ValueError(f"{where} must be {what}, got {value!r}")
@@ -112,7 +123,7 @@ def shard_addresses(spark_context, host=None, advertise=None) -> tuple:
 
 def worker_model(shell):
     """A private copy of the broadcast model for one task: arrays of its own, vocabulary shared."""
-    model = dict(shell) if isinstance(shell, dict) else copy.copy(shell)
+    model = copy.copy(shell)  # a dict stays of its own class; the arrays are replaced, not written
     if is_word2vec(shell):
         model.wv = copy.copy(shell.wv)
         # Each task draws its own negatives and subsampling decisions: gensim reads model.random.
@@ -194,6 +205,9 @@ def gradient_task(model_broadcast, job, partition, iterator):
             # partition streams: what gradient reads of it is counted.
             data = part if isinstance(part, list) else Counted(part)
             update = gradient(model, data)
+            if update is not None and not isinstance(update, Mapping):
+                raise TypeError(f"gradient must return {{name: dense delta or (rows, values)}}, or None for no "
+                                f"update; it returned a {type(update).__name__}")
             read = len(data) if isinstance(data, list) else data.count
             update = {name: as_param_dtype(specs, name, value) for name, value in (update or {}).items()}
             update[PROGRESS] = progress_rows(records=read, updates=1)

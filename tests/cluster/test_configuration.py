@@ -89,6 +89,16 @@ def test_bad_arguments_name_the_argument():
         settings(None, bind="x")
 
 
+@pytest.mark.parametrize("name, value, expected", [
+    ("shards", "2", "a whole number"), ("shards", 2.5, "a whole number"), ("shards", True, "a whole number"),
+    ("window", 2.5, "a whole number"), ("timeout", "5", "a number"), ("port", "x", "a whole number"),
+    ("check_finite", "no", "True or False"), ("host", 127, "a string")])
+def test_arguments_of_the_wrong_type_name_the_argument(name, value, expected):
+    with pytest.raises(TypeError, match=f"{name} must be {expected}, got {value!r}"):
+        settings(None, **{name: value})
+    assert settings(None, shards=np.int64(3), timeout=5)["shards"] == 3  # numpy integers and ints are numbers
+
+
 def test_advertising_loopback_to_a_cluster_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="deepdist"):
         settings(FakeContext(**{"spark.driver.host": "localhost"}))

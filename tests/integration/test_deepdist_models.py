@@ -1,4 +1,5 @@
 """DeepDist on local Spark with NumPy models: the original API, a custom descent, Downpour batches."""
+import collections
 import io
 import subprocess
 import sys
@@ -425,6 +426,45 @@ def test_a_sparse_update_given_as_a_list_is_explained(spark_context):
     with DeepDist({"w": np.zeros((3, 2))}, progress=False) as dd:
         with pytest.raises(Exception, match=r"a sparse update is a tuple \(rows, values\), not a list"):
             dd.train(spark_context.parallelize([1], 1), sparse_as_a_list)
+
+
+def update_as_a_list(model, data):
+    list(data)
+    return [np.ones(3)]
+
+
+def test_a_gradient_that_returns_no_dict_is_explained(spark_context):
+    with DeepDist({"w": np.zeros(3)}, progress=False) as dd:
+        with pytest.raises(Exception, match=r"gradient must return \{name: .*it returned a list"):
+            dd.train(spark_context.parallelize([1], 1), update_as_a_list)
+
+
+class Settings(dict):
+    """A model that is a dict and carries settings as attributes."""
+
+
+def rate_and_default(model, data):
+    list(data)
+    return {"w": np.full(3, getattr(model, "rate", 0.0) + model["unset"])}
+
+
+def test_a_dict_model_reaches_the_tasks_as_its_own_class(spark_context):
+    rdd = spark_context.parallelize([1], 1)
+    model = Settings(w=np.zeros(3), unset=0.0)
+    model.rate = 0.5
+    with DeepDist(model, params=["w"], progress=False) as dd:
+        dd.train(rdd, rate_and_default)
+    model = collections.defaultdict(lambda: 2.0, w=np.zeros(3))  # a lambda: cloudpickle carries it
+    with DeepDist(model, progress=False) as dd:
+        dd.train(rdd, rate_and_default)
+    assert model["w"].tolist() == [2.0] * 3 and "unset" not in model
+
+
+def test_more_parameters_than_a_request_can_carry_are_refused_before_anything_starts(no_leftover_shm):
+    """A request names each parameter once at most: a full pull of 1,025 would fail inside the job."""
+    with pytest.raises(ValueError, match="1025 parameters, more than the 1024"):  # with the progress counters
+        with DeepDist({f"p{i}": np.zeros(2) for i in range(1024)}, progress=False):
+            pass
 
 
 def test_a_gradient_that_refers_to_deepdist_is_refused_with_a_reason(spark_context):
