@@ -188,7 +188,7 @@ class DeepDist:
                 reporter.stop()
             model.destroy()
         server.check()
-        summary = {}
+        summary = dict.fromkeys(("partitions", "records", "updates", "bytes_sent", "bytes_received"), 0)
         for result in results:
             for key, value in result.items():
                 summary[key] = summary.get(key, 0) + value

@@ -112,6 +112,8 @@ def _article_sentences(title: str, text: str, min_tokens: int) -> list:
 def split_line(line: str, max_tokens: int = MAX_WORDS_IN_BATCH) -> list:
     """One line of text as token lists of at most ``max_tokens`` whitespace-separated tokens
     (``[]`` for a blank line). For Spark: ``sc.textFile(path).flatMap(split_line)``."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     tokens = line.split()
     return [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
 
@@ -249,6 +251,12 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
     if not model.corpus_total_words:
         raise ValueError("the model has no vocabulary (or no corpus_total_words): build it with "
                          "build_model(rdd) or model.build_vocab(sentences) before DeepDist(model)")
+    if not (model.hs or model.negative):  # gensim's own train refuses it too: nothing would be trained
+        raise ValueError("the model has hs=0 and negative=0, so training would change nothing: set hs=1 or "
+                         "negative > 0")
+    if model.hs and len(model.wv) < 2:  # a one-word Huffman tree has no inner node (gensim fails on it too)
+        raise ValueError("hierarchical softmax needs at least 2 words in the vocabulary, the model has "
+                         f"{len(model.wv)}: lower min_count, or use negative sampling")
     epochs = model.epochs if epochs is None else epochs
     if epochs < 1 or chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
         raise ValueError(f"epochs, chunk_words and negative_pool must be positive, got {epochs}, {chunk_words} "
@@ -274,8 +282,15 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
         # count either way.
         passes = rdd.context.union([rdd] * epochs) if epochs > 1 else rdd
         summary = dd.run(passes, _train_partition, job)
+    for key in ("words", "effective_words", "kernel_seconds", "vocabulary_loads"):  # an RDD with no partitions
+        summary.setdefault(key, 0)
     if compute_loss:  # where gensim's own train leaves it
-        model.compute_loss, model.running_training_loss = True, summary["loss"]
+        model.compute_loss, model.running_training_loss = True, summary.setdefault("loss", 0.0)
+    # gensim's bookkeeping, as its own train leaves it (a later gensim train warns from min_alpha_yet_reached)
+    done = min(1.0, summary["words"] / job["total_words"])
+    model.epochs, model.train_count = epochs, model.train_count + 1
+    model.total_train_time += summary["seconds"]
+    model.min_alpha_yet_reached = job["start_alpha"] - (job["start_alpha"] - job["end_alpha"]) * done
     return summary
 
 

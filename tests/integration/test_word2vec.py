@@ -120,6 +120,16 @@ def test_train_refuses_what_it_cannot_train(corpus, sentences):
     with DeepDist(model, params=["syn0"], progress=False) as dd:  # syn1neg not served: tasks would fail
         with pytest.raises(ValueError, match=r"trains \['syn0', 'syn1neg'\]"):
             train(dd, corpus)
+    nothing = Word2Vec(**dict(HYPER, negative=0, hs=0))  # gensim refuses to train it too
+    nothing.build_vocab(sentences[:200])
+    lone = Word2Vec(**dict(HYPER, negative=0, hs=1, min_count=1))  # a Huffman tree with no inner node
+    lone.build_vocab([["only"]])
+    for model, message in ((nothing, "hs=0 and negative=0"), (lone, "at least 2 words")):
+        with DeepDist(model, progress=False) as dd:
+            with pytest.raises(ValueError, match=message):
+                train(dd, corpus)
+    with pytest.raises(ValueError, match="max_tokens must be at least 1"):
+        word2vec.split_line("a b", max_tokens=0)
     # Word2Vec subclasses that train arrays of their own: their training would be lost.
     fasttext = FastText(vector_size=8, min_count=1)
     fasttext.build_vocab(sentences[:50])
@@ -182,6 +192,24 @@ def test_train_makes_the_models_own_epochs_by_default(spark_context, sentences):
     with DeepDist(model, progress=False) as dd:
         summary = train(dd, rdd)
     assert summary["words"] == 3 * model.corpus_total_words
+
+
+def test_train_leaves_gensims_bookkeeping_as_gensims_train_does(spark_context, sentences):
+    rdd = spark_context.parallelize(sentences[:300], 2)
+    model = build_model(rdd, **dict(HYPER, epochs=5))
+    with DeepDist(model, progress=False) as dd:
+        summary = train(dd, rdd, epochs=2)
+        empty = train(dd, spark_context.emptyRDD())
+    assert (model.epochs, model.train_count) == (2, 2)  # the epochs trained last (as gensim sets them), two trains
+    assert model.total_train_time == pytest.approx(summary["seconds"] + empty["seconds"])
+    assert model.min_alpha_yet_reached == model.alpha  # the last train trained nothing: nothing decayed
+    gensim = Word2Vec(sentences[:300], **dict(HYPER, epochs=2))
+    model.min_alpha_yet_reached = None
+    with DeepDist(model, progress=False) as dd:
+        train(dd, rdd, epochs=2)
+    assert model.min_alpha_yet_reached == pytest.approx(gensim.min_alpha_yet_reached, abs=2e-3)
+    # A summary has every key its docstring names, also for an RDD with no partitions.
+    assert set(summary) <= set(empty) and empty["words"] == empty["partitions"] == 0
 
 
 def test_build_model_says_why_the_vocabulary_would_be_empty(spark_context):
