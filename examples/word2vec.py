@@ -41,10 +41,13 @@ if len(sys.argv) > 1:  # read by the executors, never by the driver
         corpus = wikipedia_dump(sc, sys.argv[1])  # a sentence per paragraph of each article
     else:
         corpus = sc.textFile(sys.argv[1]).flatMap(split_line)
-    if corpus.getNumPartitions() < sc.defaultParallelism:  # a .gz file, or a small one, is one partition
-        corpus = corpus.repartition(sc.defaultParallelism)
 else:
     corpus = sc.parallelize(wikipedia_sentences())
+# Tasks that train at once should read similar text. Spark runs tasks in partition order, so with many
+# partitions the running ones hold neighbouring text; with no more partitions than cores (a small file, a .gz,
+# parallelize) each would train one distant part of the corpus: deal the sentences round-robin instead.
+if corpus.getNumPartitions() <= sc.defaultParallelism:
+    corpus = corpus.repartition(sc.defaultParallelism)
 corpus = corpus.cache()  # one pass to count words, then EPOCHS passes to train
 
 model = build_model(corpus, vector_size=100, window=5, min_count=5)  # a gensim Word2Vec, skip-gram
