@@ -92,6 +92,7 @@ class ParameterServer:
         self.dead = {}  # shard index -> exit code, for shards that exited while serving
         self.stopping = threading.Event()
         self.watcher = None
+        self.commands = threading.Lock()  # one command on the shards' pipes at a time (trains in threads)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def __enter__(self):
@@ -194,19 +195,20 @@ class ParameterServer:
     def command(self, command: dict, doing: str) -> list:
         """Send ``command`` to every shard and read every answer; the shards that did not answer OK, with
         their answers. A dead shard raises ShardDied."""
-        self.check()
         line = json.dumps(command).encode() + b"\n"
-        for process in self.processes:
-            try:
-                process.stdin.write(line)
-                process.stdin.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                self.check()  # the shard died since: ShardDied says which and how
-                raise
-        # Every shard's answer is read, even after a bad one: an answer left in a pipe would be taken for the
-        # answer to the next command.
-        answers = [(index, self.read_line(index, process, self.start_timeout, doing))
-                   for index, process in enumerate(self.processes)]
+        with self.commands:
+            self.check()
+            for process in self.processes:
+                try:
+                    process.stdin.write(line)
+                    process.stdin.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.check()  # the shard died since: ShardDied says which and how
+                    raise
+            # Every shard's answer is read, even after a bad one: an answer left in a pipe would be taken for
+            # the answer to the next command.
+            answers = [(index, self.read_line(index, process, self.start_timeout, doing))
+                       for index, process in enumerate(self.processes)]
         return [(index, answer) for index, answer in answers if answer != "OK"]
 
     def watch(self) -> None:

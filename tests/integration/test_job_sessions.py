@@ -174,3 +174,34 @@ def test_a_closed_session_is_refused_and_the_server_itself_still_served(start_se
     with Client(ps.address, timeout=10) as client:
         client.push({"a": np.ones(4)})
     assert ps.params["a"].tolist() == [2.0] * 4
+
+
+def test_sessions_opened_from_many_threads_at_once_all_work(start_server):
+    """Commands go to the shards over pipes: a line longer than the pipe's buffer, written by two threads at
+    once, would interleave with another and corrupt both."""
+    ps = start_server({"a": np.zeros(4)}, shards=2)
+    big = np.arange(100_000, dtype=np.float64)  # pickled with the closure: an 800 KB command line
+
+    def descent(model, update):
+        model.a += update["a"] * (big[1] - big[0])
+
+    failures = []
+
+    def open_and_push():
+        try:
+            for _ in range(3):
+                address = ps.open_session(descent)
+                with Client(address, timeout=10) as client:
+                    client.push({"a": np.ones(4)})
+                ps.close_session(address)
+        except Exception as error:  # reported below, with what went wrong
+            failures.append(error)
+
+    threads = [threading.Thread(target=open_and_push) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures and not any(thread.is_alive() for thread in threads), failures
+    assert ps.params["a"].tolist() == [18.0] * 4
+    ps.check()  # every shard still up
