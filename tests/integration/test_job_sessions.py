@@ -20,15 +20,23 @@ def ones_slowly_or_fail(model, data):
 
 def test_a_failed_job_writes_nothing_after_train_raises(spark_context):
     """Spark stops a failed job's other tasks some seconds later; until then they push. Their pushes are
-    refused once train has raised, so the model it leaves is the one the user sees."""
+    refused once train has raised, so the model it leaves is the one the user sees, until the tasks end."""
     model = {"w": np.zeros(4)}
     rdd = spark_context.parallelize([0] + [1] * 300, 2)  # partition 1: 150 records, 7 s or more of pushes
     with DeepDist(model, progress=False) as dd:
         with pytest.raises(Exception, match="partition 0 fails"):
             dd.train(rdd, ones_slowly_or_fail, batch=1)
         after_train = dd.model["w"].copy()
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while running_tasks(spark_context) and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the job's other task has ended: Spark stops it, or it finishes
+        assert not running_tasks(spark_context)
         np.testing.assert_array_equal(dd.model["w"], after_train)
+
+
+def running_tasks(spark_context) -> int:
+    """Task attempts running on any executor, those of a job that has already failed included."""
+    return sum(executor.numRunningTasks for executor in spark_context.statusTracker().getExecutorInfos())
 
 
 def decay_descent(model, update):
