@@ -158,21 +158,17 @@ class DeepDist:
         server, context = self.running(), rdd.context
         if descent is not None and not callable(descent):
             raise TypeError(f"descent must be a function descent(model, update), got {type(descent).__name__}")
-        model = context.broadcast(pickle_function(strip(self.model, self.names)))
-        reporter = None
-        try:
-            # The job's own session: its pushes go through its descent, and once it is closed nothing its
-            # tasks still send (a failed job's other tasks run on until Spark stops them; speculative copies
-            # may outlive a job) is applied. So train returns, or raises, with the model settled.
-            address = server.open_session(None if descent is None else DescentKeepingProgress(descent))
-        except BaseException:
-            model.destroy()
-            raise
+        # The job's own session: its pushes go through its descent, and once it is closed nothing its tasks
+        # still send (a failed job's other tasks run on until Spark stops them; speculative copies may outlive
+        # a job) is applied. So train returns, or raises, with the model settled.
+        address = server.open_session(None if descent is None else DescentKeepingProgress(descent))
         # A custom descent sees the rows a push names: a dense delta goes as it is, all of its rows.
         client = self.client_options if descent is None else dict(self.client_options, sparsify=False)
         job = dict(job, address=address, client=client)
-        started = time.monotonic()
+        model = reporter = None
         try:
+            model = context.broadcast(pickle_function(strip(self.model, self.names)))
+            started = time.monotonic()
             reporter = Progress(self, parts or rdd.getNumPartitions()) if self.progress else None
             results = rdd.mapPartitionsWithIndex(lambda index, data: task(model, job, index, data)).collect()
         except BaseException:
@@ -186,7 +182,8 @@ class DeepDist:
         finally:
             if reporter:
                 reporter.stop()
-            model.destroy()
+            if model is not None:
+                model.destroy()
         server.check()
         summary = dict.fromkeys(("partitions", "records", "updates", "bytes_sent", "bytes_received"), 0)
         for result in results:

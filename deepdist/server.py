@@ -109,7 +109,7 @@ class ParameterServer:
             for i, (name, array) in enumerate(self.given.items()):
                 self.segments[name] = shm.create(array, tag=str(i), move=name in self.move_in)
             self.params = {name: segment.array for name, segment in self.segments.items()}
-            server_id = secrets.randbits(64) or 1
+            server_id = random_id()
             largest = max((array.nbytes for array in self.given.values()), default=0)
             limit = max(MIN_MESSAGE_LIMIT, 2 * largest + (1 << 20))
             for index in range(self.n_shards):
@@ -172,9 +172,9 @@ class ParameterServer:
         driver's own modules loads there; see ``Shard.run_descent`` for what it is called with. Several
         sessions may be open at once, each with its own descent.
         """
-        session = secrets.randbits(64) or 1
+        session = random_id()
         while session == self.address.server_id:
-            session = secrets.randbits(64) or 1
+            session = random_id()
         blob = None if descent is None else base64.b64encode(pickle_function(descent)).decode()
         path = [os.path.abspath(folder) for folder in sys.path]  # '' is the working directory
         errors = self.command({"open": session, "descent": blob, "path": path}, "open a session")
@@ -296,6 +296,11 @@ def check_param(name, array) -> None:
 
 def describe_exit(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def random_id() -> int:
+    """A server or session id: 64 random bits, never 0."""
+    return secrets.randbits(64) or 1
 
 
 def pickle_function(function) -> bytes:

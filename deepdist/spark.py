@@ -84,9 +84,9 @@ def check_setting(name, value, where) -> None:
         return
     kind = CONF_KEYS[name][1]
     # bool is an int to Python, and a string is truthy: a setting of the wrong type would pass the range
-    # checks below, or fail them with an unrelated TypeError.
-    numbers_ok = kind in (int, float) and isinstance(value, (numbers.Integral if kind is int else numbers.Real))
-    if isinstance(value, bool) is not (kind is bool) or not (numbers_ok or isinstance(value, kind)):
+    # checks below, or fail them with an unrelated TypeError. numpy's numbers are numbers.
+    accepted = {int: numbers.Integral, float: numbers.Real}.get(kind, kind)
+    if isinstance(value, bool) is not (kind is bool) or not isinstance(value, accepted):
         expected = {str: "a string", int: "a whole number", float: "a number", bool: "True or False"}[kind]
         raise TypeError(f"{where} must be {expected}, got {value!r}")
     bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not v > 0,
