@@ -1,4 +1,5 @@
-"""Build script for the one compiled module; all metadata lives in pyproject.toml."""
+"""Build script for the compiled modules; all metadata lives in pyproject.toml."""
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -13,7 +14,15 @@ extensions = [
         # multiply-add on FMA targets (aarch64, ppc64le), which would round
         # differently from numpy's dst += alpha * src.
         extra_compile_args=["-O3", "-ffp-contract=off"],
-    )
+    ),
+    Extension(
+        "deepdist._word2vec_inner",
+        ["deepdist/_word2vec_inner.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
-setup(ext_modules=cythonize(extensions, language_level=3))
+# deepdist/_pxd: the declarations of gensim's word2vec kernels that _word2vec_inner cimports (see there)
+setup(ext_modules=cythonize(extensions, language_level=3, include_path=["deepdist/_pxd"]))

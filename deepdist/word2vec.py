@@ -10,8 +10,9 @@
     model.wv.most_similar('king')
 
 How a task trains. It walks its partition in chunks of about ``chunk_words`` raw words. For each chunk it
-pulls only the rows the chunk can touch, trains them with gensim's ``train_batch_sg`` / ``train_batch_cbow``
-on private buffers, and pushes ``new rows - pulled rows``. Syncing every ~10k words matters: workers that
+pulls only the rows the chunk can touch, trains them with gensim's kernels on private buffers (through
+``_word2vec_inner.train_batch``: gensim's ``train_batch_sg`` / ``train_batch_cbow`` with the per-word work in
+C), and pushes ``new rows - pulled rows``. Syncing every ~10k words matters: workers that
 train a whole partition from one snapshot and then add their deltas wreck the model (see NOTES.md).
 - syn0 rows: the chunk's in-vocabulary words.
 - syn1neg rows: the chunk's words, plus the negatives. gensim would draw negatives from the whole
@@ -29,6 +30,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import time
+import warnings
 
 import numpy as np
 from gensim import matutils, utils
@@ -39,6 +41,21 @@ from . import kernels
 from .client import Client
 from .models import is_word2vec, param_names
 from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
+
+# gensim's kernels behind a batch loop that prepares each batch in C, about a quarter faster than gensim's own
+# loop with hs (_word2vec_inner.pyx); gensim's own with DEEPDIST_PURE_PYTHON=1, or when the installed gensim's
+# kernels no longer have the signatures deepdist was built against (Cython checks them at import).
+_train_batch = None
+if kernels.IMPLEMENTATION == "cython":
+    try:
+        from ._word2vec_inner import train_batch as _train_batch
+    except ModuleNotFoundError as exc:  # not built: an error, as for deepdist._core (kernels.py)
+        raise ImportError("deepdist._word2vec_inner is not built: install with `pip install .`, or build in "
+                          "place with `python setup.py build_ext --inplace`") from exc
+    except (ImportError, TypeError) as exc:
+        warnings.warn(f"deepdist._word2vec_inner does not fit this gensim ({exc}); word2vec trains with "
+                      f"gensim's own batch loop, which is slower: reinstall deepdist to rebuild it",
+                      RuntimeWarning, stacklevel=2)
 
 __all__ = ["build_model", "train", "wikipedia_dump", "wikipedia_sentences", "read_sentences", "split_line"]
 
@@ -344,11 +361,15 @@ def _task_model(model_broadcast) -> tuple:
 
 
 def _huffman_paths(model) -> tuple:
-    """Every word's Huffman path (the syn1 rows it trains), flattened: word i's nodes are
-    ``nodes[starts[i]:starts[i] + lengths[i]]``. Returns (lengths, starts, nodes)."""
-    points = model.wv.expandos["point"]
+    """Every word's Huffman path (the syn1 rows it trains) and code, flattened: word i's nodes are
+    ``nodes[starts[i]:starts[i] + lengths[i]]``, its code bits ``bits[...]`` over the same range.
+    Returns (lengths int64, starts int64, nodes uint32, bits uint8), as ``_word2vec_inner`` reads them."""
+    points, codes = model.wv.expandos["point"], model.wv.expandos["code"]
     lengths = np.fromiter(map(len, points), np.int64, len(points))
-    return lengths, np.cumsum(lengths) - lengths, np.concatenate(points).astype(np.int64)
+    if not np.array_equal(lengths, np.fromiter(map(len, codes), np.int64, len(codes))):
+        raise ValueError("the model's Huffman tree gives a word more or fewer code bits than path nodes")
+    return (lengths, np.cumsum(lengths) - lengths, np.concatenate(points).astype(np.uint32),
+            np.concatenate(codes).astype(np.uint8))
 
 
 def _chunks(sentences, chunk_words):
@@ -405,9 +426,11 @@ class _Trainer:
         self.buffers = {"syn0": model.wv.vectors}
         if model.negative:
             model.syn1neg = self.buffers["syn1neg"] = np.zeros((vocab, size), np.float32)
+        self.paths = None
         if model.hs:
             model.syn1 = self.buffers["syn1"] = np.zeros((vocab, size), np.float32)
-            self.path_lengths, self.path_starts, self.path_nodes = paths or _huffman_paths(model)
+            self.paths = paths or _huffman_paths(model)
+            self.path_lengths, self.path_starts, self.path_nodes, _ = self.paths
         self.partition = partition
         self.seed(0)
         self.noise_table = model.cum_table  # the full unigram^0.75 table the pools are drawn from
@@ -525,7 +548,10 @@ class _Trainer:
         for sentences, words in _jobs(chunk, raw) if rows else ():  # no rows: no word in the vocabulary
             # gensim's schedule: linear in the raw words trained so far, by all workers, over all epochs
             alpha = max(end, start - (start - end) * done / total)
-            if model.sg:
+            if _train_batch is not None:
+                counts["effective_words"] += _train_batch(model, sentences, alpha, self.work, self.neu1,
+                                                          job["compute_loss"], self.key_to_index, self.paths)
+            elif model.sg:
                 counts["effective_words"] += train_batch_sg(model, sentences, alpha, self.work,
                                                             job["compute_loss"])
             else:

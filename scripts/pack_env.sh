@@ -3,7 +3,7 @@
 #
 #   scripts/pack_env.sh OUT [EXTRAS]
 #
-# OUT/dist/deepdist-*.whl   the wheel, with the compiled deepdist._core
+# OUT/dist/deepdist-*.whl   the wheel, with the compiled deepdist._core and deepdist._word2vec_inner
 # OUT/env/                  a fresh venv: the wheel, its dependencies (from PyPI) and the EXTRAS (default
 #                           "word2vec", i.e. gensim; "" for none). Use OUT/env/bin/python as the driver's Python.
 # OUT/env.tar.gz            OUT/env packed with venv-pack: spark-submit --archives OUT/env.tar.gz#environment
@@ -29,6 +29,7 @@ trap 'rm -rf "$src"' EXIT
 cp "$ROOT"/pyproject.toml "$ROOT"/setup.py "$ROOT"/MANIFEST.in "$ROOT"/README.md "$src"/
 mkdir "$src/deepdist"
 cp "$ROOT"/deepdist/*.py "$ROOT"/deepdist/*.pyx "$src/deepdist/"
+cp -r "$ROOT"/deepdist/_pxd "$src/deepdist/"
 rm -f "$OUT"/dist/deepdist-*.whl
 "$PYTHON" -m pip wheel --no-deps --wheel-dir "$OUT/dist" "$src"
 wheel=$(ls "$OUT"/dist/deepdist-*.whl)

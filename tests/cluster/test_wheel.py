@@ -1,4 +1,4 @@
-"""The wheel: ``pip wheel`` builds deepdist with its compiled _core, and a fresh venv that installs it (and
+"""The wheel: ``pip wheel`` builds deepdist with its compiled modules, and a fresh venv that installs it (and
 nothing from this work tree) runs a parameter server."""
 import json
 import subprocess
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.cluster
 PUSH_PULL = r"""
 import json, sys
 import numpy as np
-import deepdist, deepdist._core, deepdist.kernels
+import deepdist, deepdist._core, deepdist.kernels, deepdist.word2vec
 from deepdist import Client, ParameterServer
 
 params = {"w": np.zeros((50_000, 8), np.float32), "b": np.zeros(3)}
@@ -24,6 +24,7 @@ with ParameterServer(params, shards=2) as ps:
         pulled = client.pull()
 print(json.dumps({
     "deepdist": deepdist.__file__, "core": deepdist._core.__file__, "kernels": deepdist.kernels.IMPLEMENTATION,
+    "word2vec_batch_loop": getattr(deepdist.word2vec._train_batch, "__module__", None),
     "prefix": sys.prefix, "endpoints": list(ps.address.endpoints),
     "pulled_w": [float(pulled["w"][0, 0]), float(pulled["w"][49_999, 0]), float(pulled["w"][1:49_999].sum())],
     "pulled_b": pulled["b"].tolist(),
@@ -32,12 +33,13 @@ print(json.dumps({
 """
 
 
-def test_pip_wheel_contains_the_compiled_core(packed):
+def test_pip_wheel_contains_the_compiled_modules(packed):
     assert packed.wheel.name.startswith("deepdist-0.1.0-cp3")          # a platform wheel, not py3-none-any
     assert "linux" in packed.wheel.name
     names = zipfile.ZipFile(packed.wheel).namelist()
-    cores = [name for name in names if name.startswith("deepdist/_core.") and name.endswith(".so")]
-    assert len(cores) == 1, names
+    for module in ("_core", "_word2vec_inner"):
+        built = [name for name in names if name.startswith(f"deepdist/{module}.") and name.endswith(".so")]
+        assert len(built) == 1, names
     assert {"deepdist/__init__.py", "deepdist/shard.py", "deepdist/word2vec.py"} <= set(names)
     assert not any(name.startswith(("tests/", "bench/", "build/")) for name in names)
 
@@ -52,6 +54,7 @@ def test_a_fresh_venv_with_the_wheel_serves_and_trains(packed, tmp_path):
     assert report["deepdist"].startswith(site) and report["core"].startswith(site)
     assert report["core"].endswith(".so")
     assert report["kernels"] == "cython"
+    assert report["word2vec_batch_loop"] == "deepdist._word2vec_inner"  # it fits the venv's gensim from PyPI
     assert report["prefix"] == str(packed.env)
     assert [e.startswith("tcp://127.0.0.1:") for e in report["endpoints"]] == [True, True]
     assert report["pulled_w"] == [2.0, 1.0, 0.0]           # a repeated row accumulates

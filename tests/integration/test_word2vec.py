@@ -258,8 +258,15 @@ def one_task(spark_context, sentences, config, chunk_words, negative_pool):
                                     dict(sg=1, negative=0, hs=1), dict(sg=0, negative=3, hs=1)],
                          ids=["sg-negative", "cbow-negative", "sg-hs", "cbow-hs-negative"])
 @pytest.mark.parametrize("negative_pool", [300, None], ids=["pool", "no-pool"])
+@pytest.mark.parametrize("batch_loop", ["deepdist", "gensim"])
 def test_a_chunk_changes_only_the_rows_it_pulls_and_pushes_exact_deltas(sentences, config, negative_pool,
-                                                                        start_server, spark_context):
+                                                                        batch_loop, start_server, spark_context,
+                                                                        monkeypatch):
+    """With deepdist's batch loop (_word2vec_inner), and with gensim's own, which a task uses when the
+    installed gensim's kernels do not match the build."""
+    assert word2vec._train_batch is not None  # the build's, or this test would run gensim's loop twice
+    if batch_loop == "gensim":
+        monkeypatch.setattr(word2vec, "_train_batch", None)
     model, names, server, trainer = one_task(spark_context, sentences, config, 10_000, negative_pool)
     chunk, records = next(word2vec._chunks(iter(sentences[100:]), 10_000))
     ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
