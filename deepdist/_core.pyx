@@ -420,41 +420,45 @@ def scatter(dst, rows, src):
         _scatter[cython.double](dst, rows, src)
 
 
-def mark_words(sentences, dict key_to_index, marks):
-    """marks[key_to_index[word]] = True for every word of every sentence that key_to_index has.
+def index_words(sentences, dict key_to_index, Py_ssize_t size):
+    """The vocabulary indexes of the words of ``sentences`` that key_to_index has, in order, and where each
+    sentence's end among them is: returns (indexes uint32, ends int64), sentence s's words being
+    ``indexes[ends[s - 1]:ends[s]]`` (from 0 for the first).
 
-    sentences: a list of lists of words (str).  marks: 1-D contiguous writable
-    bool or uint8 array.  Words key_to_index lacks are skipped.  An index
-    outside marks raises IndexError, with the marks made so far left set.
-    What word2vec looks up once per chunk: a dict lookup per word in C, with
-    the word's cached hash, and no set or index array in between.
+    sentences: a list of lists of words (str).  Words key_to_index lacks are skipped.  An index outside
+    [0, size) raises IndexError.  What word2vec looks up once per chunk, for the rows it pulls and for the
+    training alike: a dict lookup per word in C, with the word's cached hash.
     """
-    cdef unsigned char[::1] flags = _byte_marks(marks)
-    cdef Py_ssize_t j, index, size = flags.shape[0]
+    cdef Py_ssize_t s, j, n = 0, count, index
     cdef PyObject *found
     cdef list words
     if type(sentences) is not list:
-        raise TypeError(f"mark_words: sentences must be a list of lists, got {type(sentences).__name__}")
-    for sentence in <list>sentences:
-        if type(sentence) is not list:
-            raise TypeError(f"mark_words: each sentence must be a list, got {type(sentence).__name__}")
-        words = <list>sentence
+        raise TypeError(f"index_words: sentences must be a list of lists, got {type(sentences).__name__}")
+    count = PyList_GET_SIZE(sentences)
+    ends_array = np.empty(count, np.int64)
+    cdef int64_t[::1] ends = ends_array
+    for s in range(count):
+        if type(<object>PyList_GET_ITEM(sentences, s)) is not list:
+            raise TypeError(f"index_words: each sentence must be a list, got "
+                            f"{type(<object>PyList_GET_ITEM(sentences, s)).__name__}")
+        n += PyList_GET_SIZE(<list>PyList_GET_ITEM(sentences, s))
+    indexes_array = np.empty(n, np.uint32)  # room for every word; cut to the known ones
+    cdef uint32_t[::1] indexes = indexes_array
+    n = 0
+    for s in range(count):
+        words = <list>PyList_GET_ITEM(sentences, s)
         for j in range(PyList_GET_SIZE(words)):
             found = PyDict_GetItem(key_to_index, <object>PyList_GET_ITEM(words, j))
             if found is NULL:
                 continue
             index = <object>found
-            if not 0 <= index < size:
-                raise IndexError(f"mark_words: word {<object>PyList_GET_ITEM(words, j)!r} has index "
-                                 f"{index}, outside the {size} marks")
-            flags[index] = 1
-
-
-cdef unsigned char[::1] _byte_marks(object marks):
-    array = np.asarray(marks)
-    if array.dtype != np.bool_ and array.dtype != np.uint8:
-        raise TypeError(f"mark_words: marks must be bool or uint8, got {array.dtype}")
-    return array.view(np.uint8)
+            if not 0 <= index < size or index > 0xFFFFFFFF:
+                raise IndexError(f"index_words: word {<object>PyList_GET_ITEM(words, j)!r} has index "
+                                 f"{index}, outside the vocabulary of {size}")
+            indexes[n] = <uint32_t>index
+            n += 1
+        ends[s] = n
+    return indexes_array[:n], ends_array
 
 
 def first_row_outside(rows, lo, hi):

@@ -9,7 +9,7 @@ outputs), with the ValueError messages Cython uses for those.
 """
 import numpy as np
 
-__all__ = ["all_finite", "axpy", "first_row_outside", "gather", "mark_words", "nonzero_rows", "scatter",
+__all__ = ["all_finite", "axpy", "first_row_outside", "gather", "index_words", "nonzero_rows", "scatter",
            "scatter_add"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -105,25 +105,26 @@ def scatter(dst, rows, src):
     dst[distinct] = src[len(rows) - 1 - first_from_end]
 
 
-def mark_words(sentences, key_to_index, marks):
-    """marks[key_to_index[word]] = True for every known word (see ``deepdist._core.mark_words``)."""
+def index_words(sentences, key_to_index, size):
+    """The indexes of the known words and each sentence's end among them (see ``deepdist._core.index_words``)."""
     if not isinstance(key_to_index, dict):
-        raise TypeError(f"mark_words: key_to_index must be a dict, got {type(key_to_index).__name__}")
-    if np.asarray(marks).dtype not in (np.bool_, np.uint8):
-        raise TypeError(f"mark_words: marks must be bool or uint8, got {np.asarray(marks).dtype}")
-    marks = _view(marks, 1, writable=True)
+        raise TypeError(f"index_words: key_to_index must be a dict, got {type(key_to_index).__name__}")
     if type(sentences) is not list:
-        raise TypeError(f"mark_words: sentences must be a list of lists, got {type(sentences).__name__}")
+        raise TypeError(f"index_words: sentences must be a list of lists, got {type(sentences).__name__}")
+    indexes, ends = [], []
     for sentence in sentences:
         if type(sentence) is not list:
-            raise TypeError(f"mark_words: each sentence must be a list, got {type(sentence).__name__}")
+            raise TypeError(f"index_words: each sentence must be a list, got {type(sentence).__name__}")
+    for sentence in sentences:
         for word in sentence:
             index = key_to_index.get(word)
             if index is None:
                 continue
-            if not 0 <= index < len(marks):
-                raise IndexError(f"mark_words: word {word!r} has index {index}, outside the {len(marks)} marks")
-            marks[index] = 1
+            if not 0 <= index < size or index > 0xFFFFFFFF:
+                raise IndexError(f"index_words: word {word!r} has index {index}, outside the vocabulary of {size}")
+            indexes.append(index)
+        ends.append(len(indexes))
+    return np.array(indexes, np.uint32), np.array(ends, np.int64)
 
 
 def first_row_outside(rows, lo, hi):

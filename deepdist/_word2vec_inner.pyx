@@ -5,8 +5,9 @@ gensim's ``train_batch_sg`` / ``train_batch_cbow`` prepare each batch in Python-
 release the GIL: per word a membership test and a lookup in ``model.wv.key_to_index`` (through attribute
 lookups), and with hierarchical softmax two subscripts of object arrays (``expandos['code']`` and
 ``expandos['point']``) and a ``len``. Profiled in a Spark task (hs, a 45,560-word vocabulary) that preparation
-was about a quarter of the batch's time. ``train_batch`` does it in C (one ``PyDict_GetItem`` per word;
-Huffman paths read from flat arrays), then calls the very functions gensim's loop calls, cimported from
+was about a quarter of the batch's time. ``train_batch`` takes the words as vocabulary indexes, which the
+task looks up once per chunk for the rows it pulls anyway (``kernels.index_words``), reads Huffman paths
+from flat arrays, and calls the very functions gensim's loop calls, cimported from
 ``gensim.models.word2vec_inner``, drawing its random numbers in the same order. Given the same model state
 the result is gensim's bit for bit (tests/unit/test_word2vec_inner.py).
 
@@ -14,9 +15,6 @@ The kernels are declared in deepdist/_pxd/gensim/models/word2vec_inner.pxd, and 
 signature against gensim's module when this module is imported: a gensim whose kernels changed fails the
 import (deepdist.word2vec then uses gensim's own loop) instead of being miscalled.
 """
-from cpython.dict cimport PyDict_GetItem
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 
 from gensim.models.word2vec_inner cimport (
@@ -48,16 +46,19 @@ cdef struct Batch:
     uint8_t *codes[MAX_SENTENCE_LEN]
 
 
-def train_batch(model, list sentences, alpha, work, neu1, compute_loss, dict key_to_index, paths):
+def train_batch(model, indexes, ends, alpha, work, neu1, compute_loss, paths):
     """gensim's ``train_batch_sg(model, sentences, alpha, work, compute_loss)`` or, if ``model.sg`` is 0,
     ``train_batch_cbow(model, sentences, alpha, work, neu1, compute_loss)``: the same training, the same
-    return value (the words trained) and ``model.running_training_loss`` set the same way.
+    return value (the words trained) and ``model.running_training_loss`` set the same way, for the
+    sentences given by their words' vocabulary indexes.
 
-    sentences: a list of lists of words.  key_to_index: ``model.wv.key_to_index``.  paths: with hs, the
-    vocabulary's Huffman paths flattened, as ``deepdist.word2vec._huffman_paths`` makes them (lengths and
-    starts int64, nodes uint32 below ``len(model.syn1)``, code bits uint8), else None.  The model's arrays
-    must be C-contiguous float32 (gensim's kernels index them by raw pointer).  A word whose index is outside
-    ``model.wv.vectors`` raises IndexError before anything is trained.
+    indexes, ends: ``deepdist.kernels.index_words(sentences, model.wv.key_to_index, len(model.wv))`` (or a
+    run of its sentences: ``indexes`` uint32, sentence s's words ``indexes[ends[s - 1]:ends[s]]``, ``ends``
+    int64 and non-decreasing).  paths: with hs, the vocabulary's Huffman paths flattened, as
+    ``deepdist.word2vec._huffman_paths`` makes them (lengths and starts int64, nodes uint32 below
+    ``len(model.syn1)``, code bits uint8), else None.  The model's arrays must be C-contiguous float32
+    (gensim's kernels index them by raw pointer).  An index outside ``model.wv.vectors`` or an end outside
+    ``indexes`` raises before anything is trained.
     """
     cdef Batch b
     cdef int sg = model.sg, hs = model.hs, negative = model.negative, sample = model.sample != 0
@@ -75,11 +76,12 @@ def train_batch(model, list sentences, alpha, work, neu1, compute_loss, dict key
     cdef const int64_t[::1] reduced
     cdef uint32_t *cum = NULL
     cdef unsigned long long cum_len = 0, next_random = 0
-    cdef Py_ssize_t vocab = syn0.shape[0], s, t, words_in
+    cdef Py_ssize_t vocab = syn0.shape[0], s, t
     cdef long long index
     cdef int effective = 0, sentences_in = 0, i, j, k, m, first, last
-    cdef PyObject *found
-    cdef list sentence
+    cdef const uint32_t[::1] words = indexes
+    cdef const int64_t[::1] sentence_ends = ends
+    cdef int64_t start, end
 
     if syn0.shape[1] != size or work_.shape[0] < size:
         raise ValueError(f"train_batch: vectors of {syn0.shape[1]} and work of {work_.shape[0]} floats for "
@@ -114,22 +116,17 @@ def train_batch(model, list sentences, alpha, work, neu1, compute_loss, dict key
     # The batch's words, as gensim's loop picks them: words outside the vocabulary are skipped (the window
     # closes over them), frequent words are subsampled, and the batch ends at MAX_SENTENCE_LEN words.
     b.sentence_idx[0] = 0
-    for s in range(PyList_GET_SIZE(sentences)):
-        if type(<object>PyList_GET_ITEM(sentences, s)) is not list:
-            raise TypeError(f"train_batch: each sentence must be a list, got "
-                            f"{type(<object>PyList_GET_ITEM(sentences, s)).__name__}")
-        sentence = <list>PyList_GET_ITEM(sentences, s)
-        words_in = PyList_GET_SIZE(sentence)
-        if not words_in:
+    start = 0
+    for s in range(sentence_ends.shape[0]):
+        end = sentence_ends[s]
+        if not start <= end <= words.shape[0]:
+            raise ValueError(f"train_batch: sentence {s} ends at {end}, after {start}, of {words.shape[0]} words")
+        if end == start:  # gensim skips an empty sentence; one of only unknown words trains nothing either
             continue
-        for t in range(words_in):
-            found = PyDict_GetItem(key_to_index, <object>PyList_GET_ITEM(sentence, t))
-            if found is NULL:
-                continue
-            index = <object>found
-            if not 0 <= index < vocab:
-                raise IndexError(f"train_batch: word {<object>PyList_GET_ITEM(sentence, t)!r} has index {index}, "
-                                 f"outside the {vocab} vectors")
+        for t in range(start, end):
+            index = words[t]
+            if index >= vocab:
+                raise IndexError(f"train_batch: word index {index} outside the {vocab} vectors")
             if sample and sample_ints[index] < random_int32(&next_random):
                 continue
             b.indexes[effective] = <uint32_t>index
@@ -142,6 +139,7 @@ def train_batch(model, list sentences, alpha, work, neu1, compute_loss, dict key
                 break
         sentences_in += 1
         b.sentence_idx[sentences_in] = effective
+        start = end
         if effective == MAX_SENTENCE_LEN:
             break
 

@@ -374,7 +374,7 @@ def _huffman_paths(model) -> tuple:
 
 def _chunks(sentences, chunk_words):
     """(sentences, how many of them start here): lists of about ``chunk_words`` raw words, each sentence a
-    list (what ``kernels.mark_words`` reads). Sentences over gensim's 10,000-word limit are cut into pieces
+    list (what ``kernels.index_words`` reads). Sentences over gensim's 10,000-word limit are cut into pieces
     (gensim would silently drop their tails)."""
     chunk, words, records = [], 0, 0
     for sentence in sentences:
@@ -397,19 +397,19 @@ def _chunks(sentences, chunk_words):
 
 def _jobs(chunk, raw: int):
     """gensim's own split of a chunk of ``raw`` words into calls of at most 10,000 raw words
-    (``Word2Vec._job_producer``): one ``train_batch_*`` call trains at most 10,000 words and ignores the rest."""
+    (``Word2Vec._job_producer``): one ``train_batch_*`` call trains at most 10,000 words and ignores the rest.
+    Yields (first sentence, end sentence, raw words) of each call."""
     if raw <= MAX_WORDS_IN_BATCH:  # one call (the default chunk size): no need to walk the sentences
-        yield chunk, raw
+        yield 0, len(chunk), raw
         return
-    job, words = [], 0
-    for sentence in chunk:
-        if job and words + len(sentence) > MAX_WORDS_IN_BATCH:
-            yield job, words
-            job, words = [], 0
-        job.append(sentence)
+    first, words = 0, 0
+    for end, sentence in enumerate(chunk):
+        if end > first and words + len(sentence) > MAX_WORDS_IN_BATCH:
+            yield first, end, words
+            first, words = end, 0
         words += len(sentence)
-    if job:
-        yield job, words
+    if first < len(chunk):
+        yield first, len(chunk), words
 
 
 class _Trainer:
@@ -448,12 +448,12 @@ class _Trainer:
         self.model.random = np.random.RandomState(seeds[0].generate_state(1)[0])
         self.rng = np.random.default_rng(seeds[1])
 
-    def rows(self, chunk) -> tuple:
-        """The rows of each parameter this chunk may touch (sorted, or None for all rows), and the cum_table
-        its negatives are to be drawn from."""
+    def rows(self, words) -> tuple:
+        """The rows of each parameter a chunk of these ``words`` (vocabulary indexes) may touch (sorted, or
+        None for all rows), and the cum_table its negatives are to be drawn from."""
         # Sorted and distinct by a mark per vocabulary word: cheaper than sorting or np.union1d.
         touched, cum_table = self.touched, self.noise_table
-        kernels.mark_words(chunk, self.key_to_index, touched)
+        touched[words] = True
         rows = {"syn0": np.flatnonzero(touched)}
         if self.model.negative:
             if self.job["negative_pool"] is None:
@@ -508,12 +508,14 @@ class _Trainer:
         if chunk_records is None:
             return None
         chunk, records = chunk_records
-        rows, cum_table = self.rows(chunk)
+        words = kernels.index_words(chunk, self.key_to_index, len(self.touched))  # (indexes, sentence ends)
+        rows, cum_table = self.rows(words[0])
         if not len(rows["syn0"]):  # no word in the vocabulary: nothing to train, progress only
             rows = {}
-        return chunk, records, rows, cum_table, client.pull_async(rows={**rows, PROGRESS: np.array([WORDS])})
+        pull = client.pull_async(rows={**rows, PROGRESS: np.array([WORDS])})
+        return chunk, records, words, rows, cum_table, pull
 
-    def train_chunk(self, client, chunk, records, rows, cum_table, pull, previous) -> tuple:
+    def train_chunk(self, client, chunk, records, words, rows, cum_table, pull, previous) -> tuple:
         """Train one chunk from its pulled rows and push their change with the progress counts.
 
         previous: ``(raw words, update)`` of the chunk before, pushed after this chunk's pull was sent, so
@@ -545,19 +547,22 @@ class _Trainer:
         start, end, total = job["start_alpha"], job["end_alpha"], job["total_words"]
         model.running_training_loss = 0.0
         started = time.perf_counter()
-        for sentences, words in _jobs(chunk, raw) if rows else ():  # no rows: no word in the vocabulary
+        indexes, ends = words
+        for first, last, raw_words in _jobs(chunk, raw) if rows else ():  # no rows: no word in the vocabulary
             # gensim's schedule: linear in the raw words trained so far, by all workers, over all epochs
             alpha = max(end, start - (start - end) * done / total)
             if _train_batch is not None:
-                counts["effective_words"] += _train_batch(model, sentences, alpha, self.work, self.neu1,
-                                                          job["compute_loss"], self.key_to_index, self.paths)
+                offset = ends[first - 1] if first else 0
+                counts["effective_words"] += _train_batch(model, indexes[offset:ends[last - 1]],
+                                                          ends[first:last] - offset, alpha, self.work,
+                                                          self.neu1, job["compute_loss"], self.paths)
             elif model.sg:
-                counts["effective_words"] += train_batch_sg(model, sentences, alpha, self.work,
+                counts["effective_words"] += train_batch_sg(model, chunk[first:last], alpha, self.work,
                                                             job["compute_loss"])
             else:
-                counts["effective_words"] += train_batch_cbow(model, sentences, alpha, self.work, self.neu1,
-                                                              job["compute_loss"])
-            done += words
+                counts["effective_words"] += train_batch_cbow(model, chunk[first:last], alpha, self.work,
+                                                              self.neu1, job["compute_loss"])
+            done += raw_words
         counts["kernel_seconds"] += time.perf_counter() - started
         counts["loss"] += model.running_training_loss
         update = {PROGRESS: progress_rows(records=records, words=raw, updates=1)}

@@ -275,42 +275,37 @@ def test_scatter_shape_dtype_and_read_only(impl, dtype):
     np.testing.assert_array_equal(dst, 0)
 
 
-# --- mark_words ---------------------------------------------------------------
+# --- index_words ---------------------------------------------------------------
 
-@pytest.mark.parametrize("marks_dtype", [bool, np.uint8])
-def test_mark_words(impl, marks_dtype):
-    marks = np.zeros(6, marks_dtype)
-    marks[5] = 1  # marks already set stay set
-    impl.mark_words([["the", "cat", "unknown"], [], ["cat", "sat"]], {"the": 0, "cat": 3, "sat": 1, "mat": 2}, marks)
-    np.testing.assert_array_equal(marks.astype(bool), [True, True, False, True, False, True])
+def test_index_words(impl):
+    indexes, ends = impl.index_words([["the", "cat", "unknown"], [], ["cat", "sat"], ["unknown"]],
+                                     {"the": 0, "cat": 3, "sat": 1, "mat": 2}, 6)
+    assert indexes.dtype == np.uint32 and ends.dtype == np.int64
+    np.testing.assert_array_equal(indexes, [0, 3, 3, 1])
+    np.testing.assert_array_equal(ends, [2, 2, 4, 4])
 
 
-def test_mark_words_matches_a_set_of_lookups(impl):
+def test_index_words_matches_lookups_one_by_one(impl):
     rng = np.random.default_rng(4)
     vocabulary = {f"w{i}": int(j) for i, j in enumerate(rng.permutation(500))}
     sentences = [[f"w{k}" for k in rng.integers(0, 700, rng.integers(0, 40))] for _ in range(200)]
-    marks = np.zeros(500, bool)
-    impl.mark_words(sentences, vocabulary, marks)
-    expected = sorted({vocabulary[w] for s in sentences for w in s if w in vocabulary})
-    np.testing.assert_array_equal(np.flatnonzero(marks), expected)
+    indexes, ends = impl.index_words(sentences, vocabulary, 500)
+    expected = [[vocabulary[w] for w in s if w in vocabulary] for s in sentences]
+    np.testing.assert_array_equal(indexes, [i for s in expected for i in s])
+    np.testing.assert_array_equal(ends, np.cumsum([len(s) for s in expected]))
 
 
-def test_mark_words_bad_input(impl):
-    marks = np.zeros(3, bool)
-    with pytest.raises(IndexError, match="'b' has index 3, outside the 3 marks"):
-        impl.mark_words([["a", "b"]], {"a": 0, "b": 3}, marks)
+def test_index_words_bad_input(impl):
+    with pytest.raises(IndexError, match="'b' has index 3, outside the vocabulary of 3"):
+        impl.index_words([["a", "b"]], {"a": 0, "b": 3}, 3)
     with pytest.raises(IndexError, match="'b' has index -1"):
-        impl.mark_words([["b"]], {"b": -1}, marks)
-    with pytest.raises(TypeError, match="marks must be bool or uint8"):
-        impl.mark_words([["a"]], {"a": 0}, np.zeros(3, np.int64))
+        impl.index_words([["b"]], {"b": -1}, 3)
     with pytest.raises(TypeError, match="each sentence must be a list"):
-        impl.mark_words([("a",)], {"a": 0}, marks)
+        impl.index_words([["a"], ("a",)], {"a": 0}, 3)
     with pytest.raises(TypeError, match="sentences must be a list"):
-        impl.mark_words(iter([["a"]]), {"a": 0}, marks)
-    read_only = np.zeros(3, bool)
-    read_only.flags.writeable = False
-    with pytest.raises(ValueError, match="read-only"):
-        impl.mark_words([["a"]], {"a": 0}, read_only)
+        impl.index_words(iter([["a"]]), {"a": 0}, 3)
+    with pytest.raises(TypeError, match="dict"):
+        impl.index_words([["a"]], [("a", 0)], 3)
 
 
 # --- first_row_outside -------------------------------------------------------
@@ -455,5 +450,5 @@ def test_kernels_selector():
     assert kernels.IMPLEMENTATION == expected
     module = importlib.import_module("deepdist._core_ref" if expected == "numpy" else "deepdist._core")
     for name in ("axpy", "scatter_add", "scatter", "gather", "nonzero_rows", "all_finite", "first_row_outside",
-                 "mark_words"):
+                 "index_words"):
         assert getattr(kernels, name) is getattr(module, name)

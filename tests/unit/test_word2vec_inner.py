@@ -10,6 +10,7 @@ from gensim.models import Word2Vec  # noqa: E402
 from gensim.models.word2vec_inner import MAX_WORDS_IN_BATCH, train_batch_cbow, train_batch_sg  # noqa: E402
 from gensim.test.utils import datapath  # noqa: E402
 
+from deepdist._core import index_words  # noqa: E402
 from deepdist._word2vec_inner import train_batch  # noqa: E402
 from deepdist.word2vec import _huffman_paths  # noqa: E402
 
@@ -53,7 +54,8 @@ def test_train_batch_is_gensims_bit_for_bit(sg, hs, negative, sample, shrink_win
             expected = train_batch_sg(theirs, batch, alpha, work, True)
         else:
             expected = train_batch_cbow(theirs, batch, alpha, work, neu1, True)
-        got = train_batch(ours, batch, alpha, work, neu1, True, ours.wv.key_to_index, paths)
+        indexes, ends = index_words(batch, ours.wv.key_to_index, len(ours.wv))
+        got = train_batch(ours, indexes, ends, alpha, work, neu1, True, paths)
         assert got == expected
         assert ours.running_training_loss == theirs.running_training_loss
     assert expected == MAX_WORDS_IN_BATCH or sample  # the last batch hit the limit
@@ -72,30 +74,38 @@ def test_train_batch_trains_the_rows_of_its_words_only():
     before = model.wv.vectors.copy()
     sentence = LEE[5]
     paths = _huffman_paths(model)
-    trained = train_batch(model, [sentence], 0.025, np.zeros(16, np.float32), None, False,
-                          model.wv.key_to_index, paths)
+    trained = train_batch(model, *index_words([sentence], model.wv.key_to_index, len(model.wv)), 0.025,
+                          np.zeros(16, np.float32), None, False, paths)
     assert trained == len(sentence)
     changed = np.flatnonzero(np.any(model.wv.vectors != before, axis=1))
     assert set(changed) == {model.wv.key_to_index[word] for word in sentence}
 
 
 def test_train_batch_refuses_what_would_make_gensims_kernels_read_out_of_bounds():
-    model = Word2Vec(vector_size=16, min_count=1, sg=1, hs=1, negative=0, seed=3, workers=1)
+    model = Word2Vec(vector_size=16, min_count=1, sg=1, hs=1, negative=0, sample=0, seed=3, workers=1)
     model.build_vocab(LEE)
     paths = _huffman_paths(model)
     work = np.zeros(16, np.float32)
     before = model.wv.vectors.copy()
-    bad = dict(model.wv.key_to_index, the=len(model.wv))  # an index past the last vector
-    with pytest.raises(IndexError, match="'the' has index"):
-        train_batch(model, [LEE[0]], 0.025, work, None, False, bad, paths)
+    indexes, ends = index_words(LEE[:3], model.wv.key_to_index, len(model.wv))
+    past = indexes.copy()
+    past[5] = len(model.wv)  # one past the last vector
+    with pytest.raises(IndexError, match=f"word index {len(model.wv)} outside the {len(model.wv)} vectors"):
+        train_batch(model, past, ends, 0.025, work, None, False, paths)
+    too_far = ends.copy()
+    too_far[-1] += 1
+    with pytest.raises(ValueError, match=f"sentence 2 ends at {len(indexes) + 1}"):
+        train_batch(model, indexes, too_far, 0.025, work, None, False, paths)
+    with pytest.raises(ValueError, match="sentence 1 ends at 0, after"):
+        train_batch(model, indexes, np.array([ends[0], 0, ends[2]]), 0.025, work, None, False, paths)
     with pytest.raises(ValueError, match="work of 8 floats"):
-        train_batch(model, [LEE[0]], 0.025, np.zeros(8, np.float32), None, False, model.wv.key_to_index, paths)
+        train_batch(model, indexes, ends, 0.025, np.zeros(8, np.float32), None, False, paths)
     short = tuple(part[:10] for part in paths)
     with pytest.raises(ValueError, match="Huffman paths for 10 words"):
-        train_batch(model, [LEE[0]], 0.025, work, None, False, model.wv.key_to_index, short)
-    with pytest.raises(TypeError, match="each sentence must be a list"):
-        train_batch(model, ["a string"], 0.025, work, None, False, model.wv.key_to_index, paths)
+        train_batch(model, indexes, ends, 0.025, work, None, False, short)
     assert np.array_equal(model.wv.vectors, before)  # nothing was trained
+    assert train_batch(model, indexes, ends, 0.025, work, None, False, paths) == len(indexes)
+    assert not np.array_equal(model.wv.vectors, before)  # and the same arguments, put right, train
 
 
 def test_huffman_paths_flatten_gensims_points_and_codes():
