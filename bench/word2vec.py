@@ -11,7 +11,7 @@ gensim's evaluators: WordSim353 Spearman (with the share of pairs out of vocabul
 Systems (``--systems``, comma-separated, run in that order):
   gensim           gensim Word2Vec, workers=2, one process           skip-gram, negative 5, sample 1e-3
   deepdist         deepdist.word2vec on local[2], 2 shards, its corpus dealt round-robin over the partitions
-                   (--layout; the shuffle is timed as training, as MLlib's own is)   the same
+                   (deepdist.spark.deal, --layout; timed as training, as MLlib's own shuffle)   the same
   legacy2014       the 2014 DeepDist design (bench/legacy2014.py): one model GET and one dense update POST
                    per partition, --partitions partitions             the same
   legacy2014-fine  the same design with partitions of about --chunk-words words, so that it syncs as often as
@@ -208,6 +208,7 @@ class Bench:
     def run_deepdist(self, name):
         from deepdist import DeepDist
         from deepdist import word2vec as dw2v
+        from deepdist.spark import deal
 
         rdd = self.rdd(self.sentences, self.args.partitions)
         started = time.perf_counter()
@@ -216,7 +217,7 @@ class Bench:
             # its timed part: deal the sentences round-robin over the partitions (a shuffle), so that the tasks
             # training at once read text from all over the corpus, not one half each (README). Timed as
             # training.
-            rdd = rdd.repartition(self.args.partitions).cache()
+            rdd = deal(rdd, self.args.partitions).cache()
             rdd.count()
         spread_s = time.perf_counter() - started
         started = time.perf_counter()

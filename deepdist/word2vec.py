@@ -231,8 +231,8 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
     """Train ``dd.model`` (a gensim Word2Vec served by ``dd``) on ``rdd`` (token lists) for ``epochs`` passes.
 
     The tasks that run at once should read similar text: give ``rdd`` many partitions in corpus order (Spark
-    runs them in order), or deal it round-robin (``rdd.repartition(n)``) when it has no more partitions than
-    cores. Contiguous halves of a corpus sorted by topic cost hierarchical softmax 0.04 of WordSim353 (README).
+    runs them in order), or deal it round-robin (``deepdist.spark.deal(rdd, n)``) when it has no more
+    partitions than cores. Contiguous halves of a corpus sorted by topic cost hierarchical softmax 0.04 of WordSim353 (README).
 
     epochs: passes over ``rdd`` (default: the model's own ``epochs``, gensim's 5 unless the model was built
         with another, as ``Word2Vec(sentences)`` trains).

@@ -17,6 +17,7 @@ import sys
 from pyspark import SparkConf, SparkContext
 
 from deepdist import DeepDist
+from deepdist.spark import deal
 from deepdist.word2vec import build_model, split_line, train, wikipedia_dump, wikipedia_sentences
 
 EPOCHS = 10  # the excerpt is small (437,000 words): several passes give sensible neighbours
@@ -47,7 +48,7 @@ else:
 # partitions the running ones hold neighbouring text; with no more partitions than cores (a small file, a .gz,
 # parallelize) each would train one distant part of the corpus: deal the sentences round-robin instead.
 if corpus.getNumPartitions() <= sc.defaultParallelism:
-    corpus = corpus.repartition(sc.defaultParallelism)
+    corpus = deal(corpus, sc.defaultParallelism)  # rdd.repartition, without unpickling every sentence
 corpus = corpus.cache()  # one pass to count words, then EPOCHS passes to train
 
 model = build_model(corpus, vector_size=100, window=5, min_count=5)  # a gensim Word2Vec, skip-gram

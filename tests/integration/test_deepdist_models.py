@@ -10,7 +10,7 @@ import pytest
 
 from deepdist import Client, DeepDist, RequestError
 from deepdist.driver import Progress
-from deepdist.spark import PROGRESS, progress_rows
+from deepdist.spark import PROGRESS, deal, progress_rows
 
 FEATURES = 10
 LEARNING_RATE = 0.5
@@ -498,3 +498,37 @@ def test_one_block_at_a_time_per_deepdist_and_per_model(no_leftover_shm):
     assert model["w"].tolist() == [2.0] * 3
     with DeepDist(model, progress=False):  # the model is free again
         pass
+
+
+@pytest.mark.parametrize("source", ["parallelize", "python-transformation", "text-file"])
+def test_deal_spreads_every_record_once_over_the_partitions(spark_context, tmp_path, source):
+    """deal gives each new partition batches from all over the old ones, every record exactly once, in the
+    order each old partition held them."""
+    n = 20_000
+    if source == "parallelize":
+        rdd = spark_context.parallelize(range(n), 2)
+    elif source == "python-transformation":
+        rdd = spark_context.parallelize(range(n), 2).map(lambda x: x)
+    else:  # a JVM RDD of strings, not batched by pyspark
+        (tmp_path / "lines.txt").write_text("".join(f"{i}\n" for i in range(n)))
+        rdd = spark_context.textFile(str(tmp_path / "lines.txt"), 2)
+    parts = deal(rdd, 3).map(int).glom().collect()
+    assert len(parts) == 3
+    assert sorted(x for part in parts for x in part) == list(range(n))
+    for part in parts:
+        assert min(part) < n // 2 <= max(part)  # from both halves of the corpus
+        halves = [x // (n // 2) for x in part]
+        assert halves == sorted(halves)  # the first half's batches, then the second's
+        for half in (0, 1):
+            values = [x for x in part if x // (n // 2) == half]
+            assert values == sorted(values)  # each old partition's batches in their order
+
+
+def test_deal_refuses_a_bad_partition_count(spark_context):
+    rdd = spark_context.parallelize(range(10), 2)
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        deal(rdd, 0)
+    with pytest.raises(TypeError, match="whole number, got 2.0"):
+        deal(rdd, 2.0)
+    with pytest.raises(TypeError, match="whole number, got True"):
+        deal(rdd, True)
