@@ -230,9 +230,10 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
           end_alpha=None, compute_loss: bool = False, keep_words: int = 1_000_000) -> dict:
     """Train ``dd.model`` (a gensim Word2Vec served by ``dd``) on ``rdd`` (token lists) for ``epochs`` passes.
 
-    The tasks that run at once should read similar text: give ``rdd`` many partitions in corpus order (Spark
-    runs them in order), or deal it round-robin (``deepdist.spark.deal(rdd, n)``) when it has no more
-    partitions than cores. Contiguous halves of a corpus sorted by topic cost hierarchical softmax 0.04 of WordSim353 (README).
+    Spark runs partitions in order: with many partitions in corpus order the tasks running at once read
+    neighbouring text. With no more partitions than cores each task reads a distant part of the corpus;
+    ``deepdist.spark.deal(rdd, n)`` deals it round-robin instead, as MLlib's Word2Vec does (what that does
+    to quality is within the order-to-order spread we measured; README, "Corpus layout").
 
     epochs: passes over ``rdd`` (default: the model's own ``epochs``, gensim's 5 unless the model was built
         with another, as ``Word2Vec(sentences)`` trains).
