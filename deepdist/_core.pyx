@@ -434,6 +434,8 @@ def index_words(sentences, dict key_to_index, Py_ssize_t size):
     cdef list words
     if type(sentences) is not list:
         raise TypeError(f"index_words: sentences must be a list of lists, got {type(sentences).__name__}")
+    if not 0 <= size <= 1 << 32:
+        raise ValueError(f"index_words: a vocabulary of {size} words has no uint32 indexes")
     count = PyList_GET_SIZE(sentences)
     ends_array = np.empty(count, np.int64)
     cdef int64_t[::1] ends = ends_array
@@ -452,7 +454,7 @@ def index_words(sentences, dict key_to_index, Py_ssize_t size):
             if found is NULL:
                 continue
             index = <object>found
-            if not 0 <= index < size or index > 0xFFFFFFFF:
+            if not 0 <= index < size:
                 raise IndexError(f"index_words: word {<object>PyList_GET_ITEM(words, j)!r} has index "
                                  f"{index}, outside the vocabulary of {size}")
             indexes[n] = <uint32_t>index

@@ -111,6 +111,8 @@ def index_words(sentences, key_to_index, size):
         raise TypeError(f"index_words: key_to_index must be a dict, got {type(key_to_index).__name__}")
     if type(sentences) is not list:
         raise TypeError(f"index_words: sentences must be a list of lists, got {type(sentences).__name__}")
+    if not 0 <= size <= 1 << 32:
+        raise ValueError(f"index_words: a vocabulary of {size} words has no uint32 indexes")
     indexes, ends = [], []
     for sentence in sentences:
         if type(sentence) is not list:
@@ -120,7 +122,7 @@ def index_words(sentences, key_to_index, size):
             index = key_to_index.get(word)
             if index is None:
                 continue
-            if not 0 <= index < size or index > 0xFFFFFFFF:
+            if not 0 <= index < size:
                 raise IndexError(f"index_words: word {word!r} has index {index}, outside the vocabulary of {size}")
             indexes.append(index)
         ends.append(len(indexes))

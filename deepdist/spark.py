@@ -1,9 +1,8 @@
 """What runs inside Spark: the task that trains on one partition, and how executors find the shards.
 
 Everything here runs on executors except ``settings``, ``shard_addresses`` and ``deal``, which the driver
-calls. A task gets
-the model once per job through a broadcast that holds it without its parameter arrays (``models.strip``); it
-fills those arrays by pulling from the shards.
+calls. A task gets the model once per job through a broadcast that holds it without its parameter arrays
+(``models.strip``); it fills those arrays by pulling from the shards.
 """
 from __future__ import annotations
 

@@ -42,9 +42,10 @@ from .client import Client
 from .models import is_word2vec, param_names
 from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 
-# gensim's kernels behind a batch loop that prepares each batch in C, about a quarter faster than gensim's own
-# loop with hs (_word2vec_inner.pyx); gensim's own with DEEPDIST_PURE_PYTHON=1, or when the installed gensim's
-# kernels no longer have the signatures deepdist was built against (Cython checks them at import).
+# gensim's kernels behind a batch loop that prepares each batch in C (_word2vec_inner.pyx; gensim's own loop
+# spent a quarter of a batch's time on that in Python, with hs); gensim's own loop with DEEPDIST_PURE_PYTHON=1,
+# or when the installed gensim's kernels no longer have the signatures deepdist was built against (Cython
+# checks them at import).
 _train_batch = None
 if kernels.IMPLEMENTATION == "cython":
     try:

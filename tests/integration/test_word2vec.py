@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("gensim")
 from gensim.models import Doc2Vec, FastText, Word2Vec  # noqa: E402
+from gensim.models.word2vec_inner import MAX_WORDS_IN_BATCH  # noqa: E402
 from gensim.models.doc2vec import TaggedDocument  # noqa: E402
 from gensim.test.utils import datapath  # noqa: E402
 
@@ -299,6 +300,32 @@ def test_a_chunk_changes_only_the_rows_it_pulls_and_pushes_exact_deltas(sentence
         assert len(pulled["syn1neg"]) <= len(pulled["syn0"]) + negative_pool + 1
     elif model.negative:
         assert len(pulled["syn1neg"]) == len(model.wv)
+
+
+@pytest.mark.parametrize("config", [dict(sg=1, negative=5, hs=0), dict(sg=0, negative=3, hs=1)],
+                         ids=["sg-negative", "cbow-hs-negative"])
+def test_a_chunk_of_several_gensim_batches_trains_the_same_with_either_batch_loop(sentences, config, start_server,
+                                                                                 spark_context, monkeypatch):
+    """A chunk over 10,000 words is trained as gensim would, in calls of at most 10,000 words: deepdist's
+    batch loop takes each call's run of the chunk's word indexes, gensim's loop its sentences. From the same
+    server values and seeds, the two give the same rows bit for bit."""
+    chunk, records = next(word2vec._chunks(iter(sentences), 25_000))
+    raw = sum(map(len, chunk))
+    assert len(list(word2vec._jobs(chunk, raw))) == 3
+    trained = {}
+    for batch_loop in ("deepdist", "gensim"):
+        if batch_loop == "gensim":
+            monkeypatch.setattr(word2vec, "_train_batch", None)
+        elif word2vec._train_batch is None:
+            pytest.skip("DEEPDIST_PURE_PYTHON=1: tasks use gensim's own batch loop")
+        model, names, server, trainer = one_task(spark_context, sentences, config, 25_000, 300)
+        ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
+        with Client(ps.address, timeout=10) as client:
+            trainer.train(client, [(chunk, records)])
+        trained[batch_loop] = {name: trainer.buffers[name].copy() for name in names}
+        assert trainer.counts["effective_words"] > MAX_WORDS_IN_BATCH  # all three calls trained
+    for name in trained["gensim"]:
+        np.testing.assert_array_equal(trained["deepdist"][name], trained["gensim"][name])
 
 
 def test_negative_pool_table_gives_width_to_pool_words_only(sentences, spark_context):

@@ -306,6 +306,8 @@ def test_index_words_bad_input(impl):
         impl.index_words(iter([["a"]]), {"a": 0}, 3)
     with pytest.raises(TypeError, match="dict"):
         impl.index_words([["a"]], [("a", 0)], 3)
+    with pytest.raises(ValueError, match="no uint32 indexes"):
+        impl.index_words([["a"]], {"a": 0}, (1 << 32) + 1)
 
 
 # --- first_row_outside -------------------------------------------------------
