@@ -29,8 +29,10 @@ from gensim.models.word2vec_inner cimport (
 import numpy as np
 from gensim.models.word2vec_inner import MAX_WORDS_IN_BATCH
 
-# gensim's MAX_SENTENCE_LEN: a batch trains at most this many words (its kernels' arrays are this long).
-DEF MAX_SENTENCE_LEN = 10000
+cdef enum:
+    # gensim's MAX_SENTENCE_LEN: a batch trains at most this many words (its kernels' arrays are this long).
+    MAX_SENTENCE_LEN = 10000
+
 if MAX_WORDS_IN_BATCH != MAX_SENTENCE_LEN:
     raise ImportError(f"gensim's batch limit is {MAX_WORDS_IN_BATCH} words, this module was built for "
                       f"{MAX_SENTENCE_LEN}")
