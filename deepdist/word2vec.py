@@ -12,8 +12,8 @@
 How a task trains. It walks its partition in chunks of about ``chunk_words`` raw words. For each chunk it
 pulls only the rows the chunk can touch, trains them with gensim's kernels on private buffers (through
 ``_word2vec_inner.train_batch``: gensim's ``train_batch_sg`` / ``train_batch_cbow`` with the per-word work in
-C), and pushes ``new rows - pulled rows``. Syncing every ~10k words matters: workers that
-train a whole partition from one snapshot and then add their deltas wreck the model (see NOTES.md).
+C), and pushes ``new rows - pulled rows``. Syncing every ~10k words matters: workers that train a whole
+partition from one snapshot and then add their deltas wreck the model (see NOTES.md).
 - syn0 rows: the chunk's in-vocabulary words.
 - syn1neg rows: the chunk's words, plus the negatives. gensim would draw negatives from the whole
   vocabulary, so we first draw a pool of ``negative_pool`` words from gensim's own unigram^0.75 table, and
@@ -510,14 +510,14 @@ class _Trainer:
         if chunk_records is None:
             return None
         chunk, records = chunk_records
-        words = kernels.index_words(chunk, self.key_to_index, len(self.touched))  # (indexes, sentence ends)
-        rows, cum_table = self.rows(words[0])
+        indexed = kernels.index_words(chunk, self.key_to_index, len(self.touched))  # (indexes, sentence ends)
+        rows, cum_table = self.rows(indexed[0])
         if not len(rows["syn0"]):  # no word in the vocabulary: nothing to train, progress only
             rows = {}
         pull = client.pull_async(rows={**rows, PROGRESS: np.array([WORDS])})
-        return chunk, records, words, rows, cum_table, pull
+        return chunk, records, indexed, rows, cum_table, pull
 
-    def train_chunk(self, client, chunk, records, words, rows, cum_table, pull, previous) -> tuple:
+    def train_chunk(self, client, chunk, records, indexed, rows, cum_table, pull, previous) -> tuple:
         """Train one chunk from its pulled rows and push their change with the progress counts.
 
         previous: ``(raw words, update)`` of the chunk before, pushed after this chunk's pull was sent, so
@@ -549,7 +549,7 @@ class _Trainer:
         start, end, total = job["start_alpha"], job["end_alpha"], job["total_words"]
         model.running_training_loss = 0.0
         started = time.perf_counter()
-        indexes, ends = words
+        indexes, ends = indexed
         for first, last, raw_words in _jobs(chunk, raw) if rows else ():  # no rows: no word in the vocabulary
             # gensim's schedule: linear in the raw words trained so far, by all workers, over all epochs
             alpha = max(end, start - (start - end) * done / total)
