@@ -117,7 +117,9 @@ def main():
     parser.add_argument("--chunks", type=int, default=200, help="sparse pull+push rounds (default: %(default)s)")
     parser.add_argument("--corpus", type=Path, default=None, metavar="PATH",
                         help="text corpus for the vocabulary (default: gensim's Wikipedia excerpt)")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/memory.json"), metavar="PATH")
+    # The default is the project's bench/results/, wherever the script is run from (as _common's).
+    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "memory.json",
+                        metavar="PATH")
     args = parser.parse_args()
 
     shape = (args.rows, args.dim)

@@ -125,7 +125,8 @@ def test_transport_bench_covers_every_case_with_consistent_ratios(tmp_path):
     assert len(table) == len(cases)
     for row, case in zip(table, cases):
         kind = "1%-sparse" if case["sparse"] else "dense"
-        assert row.startswith(f"{case['op']} {kind} {case['update_bytes'] / 2**20:g} MB x{case['shards']} "), row
+        shards = f"{case['shards']} shard{'s' * (case['shards'] > 1)}"
+        assert row == f"{case['op']} {kind} {case['update_bytes'] / 2**20:g} MB, {shards}", row
     assert "small push (512 B row) made and acknowledged" in stdout
 
 
