@@ -256,16 +256,17 @@ class Bench:
                 "vocab_size": len(model.wv), "bytes": wire, "quality": evaluate(model.wv),
                 "details": {"server_start_s": setup_s, "partitions": self.args.partitions, "shards": 2,
                             "layout": self.args.layout, "spread_s": spread_s,
-                            "chunk_words": self.args.chunk_words, "summary": summary,
+                            "chunk_words": summary["chunk_words"], "summary": summary,
                             # the share of the tasks' time spent training inside gensim's kernel
                             "kernel_share": summary["kernel_seconds"] / summary["task_seconds"]}}
 
     def run_legacy(self, name):
         import legacy2014
+        from deepdist.word2vec import CHUNK_WORDS
 
         if name == "legacy2014-fine":
             sentences = prefix(self.sentences, self.args.legacy_max_words)
-            partitions = max(1, math.ceil(count_words(sentences) / self.args.chunk_words))
+            partitions = max(1, math.ceil(count_words(sentences) / (self.args.chunk_words or CHUNK_WORDS)))
         else:
             sentences, partitions = self.sentences, self.args.partitions
         words = count_words(sentences)
@@ -440,9 +441,10 @@ def main(argv=None):
     parser.add_argument("--layout", choices=("spread", "contiguous"), default="spread",
                         help="deepdist's corpus: dealt round-robin over the partitions by a shuffle, timed as "
                              "training (spread), or each partition one contiguous part (default: %(default)s)")
-    parser.add_argument("--chunk-words", type=int, default=10_000,
-                        help="deepdist's words between syncs, and legacy2014-fine's words per partition "
-                             "(default: %(default)s)")
+    parser.add_argument("--chunk-words", type=int, default=None,
+                        help="deepdist's words between syncs (default: deepdist.word2vec's CHUNK_WORDS, or "
+                             "CHUNK_WORDS_HS with hs), and legacy2014-fine's words per partition (default: "
+                             "CHUNK_WORDS, deepdist's for the settings legacy2014-fine runs)")
     parser.add_argument("--legacy-threaded", action="store_true",
                         help="serve the 2014 design from a threading HTTP server (the original's threaded=True)")
     parser.add_argument("--repeat", type=int, default=1,

@@ -46,6 +46,15 @@ from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 # spent a quarter of a batch's time on that in Python, with hs); gensim's own loop with DEEPDIST_PURE_PYTHON=1,
 # or when the installed gensim's kernels no longer have the signatures deepdist was built against (Cython
 # checks them at import).
+# Raw words a task trains between syncs unless ``train`` is told otherwise: gensim's 10,000-word jobs, and
+# half that with hierarchical softmax, where every pair a word trains updates the Huffman-tree nodes near the
+# root, rows that all tasks change at once. Measured on a 6M-word corpus (hs, 2 tasks, one epoch, 4 paired
+# runs): 5,000-word chunks raised analogy accuracy from a mean of 5.37% to 5.83% (one task: 6.05%; gensim
+# with 2 threads: 5.74%) for about 10% of the speed. With negative sampling they cost 7% of the speed on the
+# excerpt for no clear gain: its pool of negatives is drawn per chunk (docs/benchmarks.md, "Sync interval").
+CHUNK_WORDS = 10_000
+CHUNK_WORDS_HS = 5_000
+
 _train_batch = None
 if kernels.IMPLEMENTATION == "cython":
     try:
@@ -227,7 +236,7 @@ def build_model(rdd, vector_size=100, window=5, min_count=5, sg=1, negative=5, h
 
 
 # -- training -----------------------------------------------------------------------------------------------
-def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=2000, start_alpha=None,
+def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=2000, start_alpha=None,
           end_alpha=None, compute_loss: bool = False, keep_words: int = 1_000_000) -> dict:
     """Train ``dd.model`` (a gensim Word2Vec served by ``dd``) on ``rdd`` (token lists) for ``epochs`` passes.
 
@@ -239,10 +248,8 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
     epochs: passes over ``rdd`` (default: the model's own ``epochs``, gensim's 5 unless the model was built
         with another, as ``Word2Vec(sentences)`` trains).
 
-    chunk_words: raw words a task trains between syncs. Smaller chunks mean less staleness but more
-        round trips; the default matches gensim's 10,000-word jobs. With hierarchical softmax over a small
-        corpus for many epochs, 5,000 scored WordSim353 0.529 against 0.499 on gensim's Wikipedia excerpt
-        (10 epochs) at 0.9x the speed; over a 6M-word corpus for one epoch it did not help (README).
+    chunk_words: raw words a task trains between syncs (default: ``CHUNK_WORDS``, or ``CHUNK_WORDS_HS``
+        with hierarchical softmax). Smaller chunks mean less staleness but more round trips.
     negative_pool: negatives per chunk are drawn from this many draws of the noise distribution (see the
         module docstring). None: draw from the whole vocabulary. That is exact, but each chunk then pulls
         all of syn1neg.
@@ -258,8 +265,8 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
         ``defaultParallelism`` task slots): tasks that wait for a slot would train all their epochs after
         the first wave had trained all of its, at a learning rate already decayed by the first wave's work
         (20 partitions on 2 slots halved the analogy score on the excerpt).
-    Returns the summary of all epochs: partitions, records (sentences), words (raw), effective_words
-    (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall),
+    Returns the summary of all epochs: partitions, chunk_words, records (sentences), words (raw),
+    effective_words (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall),
     task_seconds (the tasks' own, added up), kernel_seconds (of those, inside gensim's training kernel:
     the rest is what distribution costs the tasks) and vocabulary_loads (how many times a Python worker
     unpickled the vocabulary: once per worker, not per task).
@@ -281,6 +288,8 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
         raise ValueError("hierarchical softmax needs at least 2 words in the vocabulary, the model has "
                          f"{len(model.wv)}: lower min_count, or use negative sampling")
     epochs = model.epochs if epochs is None else epochs
+    if chunk_words is None:
+        chunk_words = CHUNK_WORDS_HS if model.hs else CHUNK_WORDS
     if epochs < 1 or chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
         raise ValueError(f"epochs, chunk_words and negative_pool must be positive, got {epochs}, {chunk_words} "
                          f"and {negative_pool}")
@@ -307,6 +316,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = 10_000, negative_pool=
         summary = dd.run(passes, _train_partition, job)
     for key in ("words", "effective_words", "kernel_seconds", "vocabulary_loads"):  # an RDD with no partitions
         summary.setdefault(key, 0)
+    summary["chunk_words"] = chunk_words
     if compute_loss:  # where gensim's own train leaves it
         model.compute_loss, model.running_training_loss = True, summary.setdefault("loss", 0.0)
     # gensim's bookkeeping, as its own train leaves it (a later gensim train warns from min_alpha_yet_reached)

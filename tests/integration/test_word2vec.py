@@ -410,7 +410,8 @@ def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences
     # A reused Python worker unpickles the vocabulary once per job, not once per task (up to 40 tasks here;
     # 2 cores run 2 workers, and Spark may fork a third while one is being handed back).
     assert 1 <= summary["vocabulary_loads"] <= 4, summary["vocabulary_loads"]
-    assert summary["updates"] >= EPOCHS * model.corpus_total_words / 10_000
+    assert summary["chunk_words"] == word2vec.CHUNK_WORDS  # the default with negative sampling
+    assert summary["updates"] >= EPOCHS * model.corpus_total_words / word2vec.CHUNK_WORDS
     # Rows, not matrices. Here a 10,000-word chunk touches about a quarter of this small vocabulary (8,597
     # words); the share shrinks as the vocabulary grows (see the next test).
     dense = summary["updates"] * (model.wv.vectors.nbytes + model.syn1neg.nbytes)
@@ -430,6 +431,19 @@ def test_partitions_waiting_for_a_slot_are_not_kept_for_every_epoch(spark_contex
             spark_context.setLocalProperty("spark.jobGroup.id", None)
     assert tasks_of_job_group(spark_context, "waves") == 4 * 3  # one task per partition and epoch
     assert summary["words"] == 3 * model.corpus_total_words
+
+
+def test_hierarchical_softmax_syncs_twice_as_often_by_default(spark_context, sentences):
+    # Its Huffman-tree nodes near the root are changed by every task at once (word2vec.CHUNK_WORDS_HS).
+    rdd = spark_context.parallelize(sentences[:1000], 2)
+    model = build_model(rdd, **dict(HYPER, negative=0, hs=1))
+    with DeepDist(model, progress=False) as dd:
+        summary = train(dd, rdd, epochs=1)
+    assert word2vec.CHUNK_WORDS_HS < word2vec.CHUNK_WORDS
+    assert summary["chunk_words"] == word2vec.CHUNK_WORDS_HS
+    # A chunk holds at most chunk_words words (these sentences are shorter than a chunk)
+    assert summary["words"] > 4 * word2vec.CHUNK_WORDS
+    assert summary["updates"] >= summary["words"] / word2vec.CHUNK_WORDS_HS
 
 
 def test_traffic_is_sparse(corpus):
