@@ -254,7 +254,8 @@ def main():
                     speed, count = case(size, sparse, shards, args.repeat, budget)
                     ratio, floor_ratio = speed["ratio"], speed["ratio_to_numpy"]
                     goal = 0.8 if size >= MB else None
-                    label = f"{kind} {'1%-sparse' if sparse else 'dense'} {size / MB:g} MB, {shards} shard{'s' * (shards > 1)}"
+                    label = (f"{kind} {'1%-sparse' if sparse else 'dense'} {size / MB:g} MB, "
+                             f"{shards} shard{'s' * (shards > 1)}")
                     results.append({"op": kind, "sparse": sparse, "update_bytes": size, "shards": shards,
                                     "messages": count, "deepdist_gbps": speed["deepdist"],
                                     "raw_pyzmq_gbps": speed["raw"], "raw_pyzmq_numpy_gbps": speed["numpy"],

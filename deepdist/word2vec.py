@@ -12,8 +12,8 @@
 How a task trains. It walks its partition in chunks of about ``chunk_words`` raw words. For each chunk it
 pulls only the rows the chunk can touch, trains them with gensim's kernels on private buffers (through
 ``_word2vec_inner.train_batch``: gensim's ``train_batch_sg`` / ``train_batch_cbow`` with the per-word work in
-C), and pushes ``new rows - pulled rows``. Syncing every ~10k words matters: workers that train a whole
-partition from one snapshot and then add their deltas wreck the model (see NOTES.md).
+C), and pushes ``new rows - pulled rows``. Syncing every few thousand words matters: workers that train a
+whole partition from one snapshot and then add their deltas wreck the model (see NOTES.md).
 - syn0 rows: the chunk's in-vocabulary words.
 - syn1neg rows: the chunk's words, plus the negatives. gensim would draw negatives from the whole
   vocabulary, so we first draw a pool of ``negative_pool`` words from gensim's own unigram^0.75 table, and
@@ -42,10 +42,6 @@ from .client import Client
 from .models import is_word2vec, param_names
 from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 
-# gensim's kernels behind a batch loop that prepares each batch in C (_word2vec_inner.pyx; gensim's own loop
-# spent a quarter of a batch's time on that in Python, with hs); gensim's own loop with DEEPDIST_PURE_PYTHON=1,
-# or when the installed gensim's kernels no longer have the signatures deepdist was built against (Cython
-# checks them at import).
 # Raw words a task trains between syncs unless ``train`` is told otherwise: gensim's 10,000-word jobs, and
 # half that with hierarchical softmax, where every pair a word trains updates the Huffman-tree nodes near the
 # root, rows that all tasks change at once. Measured on a 6M-word corpus (hs, 2 tasks, one epoch, 4 paired
@@ -55,6 +51,10 @@ from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 CHUNK_WORDS = 10_000
 CHUNK_WORDS_HS = 5_000
 
+# gensim's kernels behind a batch loop that prepares each batch in C (_word2vec_inner.pyx; gensim's own loop
+# spent a quarter of a batch's time on that in Python, with hs); gensim's own loop with DEEPDIST_PURE_PYTHON=1,
+# or when the installed gensim's kernels no longer have the signatures deepdist was built against (Cython
+# checks them at import).
 _train_batch = None
 if kernels.IMPLEMENTATION == "cython":
     try:
@@ -266,10 +266,10 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         the first wave had trained all of its, at a learning rate already decayed by the first wave's work
         (20 partitions on 2 slots halved the analogy score on the excerpt).
     Returns the summary of all epochs: partitions, chunk_words, records (sentences), words (raw),
-    effective_words (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received, seconds (wall),
-    task_seconds (the tasks' own, added up), kernel_seconds (of those, inside gensim's training kernel:
-    the rest is what distribution costs the tasks) and vocabulary_loads (how many times a Python worker
-    unpickled the vocabulary: once per worker, not per task).
+    effective_words (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received,
+    seconds (wall), task_seconds (the tasks' own, added up), kernel_seconds (of those, inside gensim's
+    training kernel: the rest is what distribution costs the tasks) and vocabulary_loads (how many times a
+    Python worker unpickled the vocabulary: once per worker, not per task).
     """
     model = dd.model
     if not is_word2vec(model):
