@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 
 
+def project_path(relative):
+    """``relative`` (e.g. bench/results/x.json) inside the project, wherever a script is run from."""
+    return Path(__file__).resolve().parent.parent / relative
+
+
 def add_common_args(parser, default_json):
     parser.add_argument("--repeat", type=int, default=21,
                         help="timed runs per measurement, after one warm-up run (default: %(default)s)")
-    # The default is the project's bench/results/, wherever the script is run from.
-    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent.parent / default_json,
-                        metavar="PATH",
+    parser.add_argument("--json", type=Path, default=project_path(default_json), metavar="PATH",
                         help="where to write the results as JSON (default: %(default)s)")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, print_table, write_json  # noqa: E402
+from _common import machine_info, print_table, project_path, write_json  # noqa: E402
 
 from deepdist import Client, ParameterServer  # noqa: E402
 
@@ -117,9 +117,7 @@ def main():
     parser.add_argument("--chunks", type=int, default=200, help="sparse pull+push rounds (default: %(default)s)")
     parser.add_argument("--corpus", type=Path, default=None, metavar="PATH",
                         help="text corpus for the vocabulary (default: gensim's Wikipedia excerpt)")
-    # The default is the project's bench/results/, wherever the script is run from (as _common's).
-    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "memory.json",
-                        metavar="PATH")
+    parser.add_argument("--json", type=Path, default=project_path("bench/results/memory.json"), metavar="PATH")
     args = parser.parse_args()
 
     shape = (args.rows, args.dim)

@@ -15,8 +15,8 @@ Systems (``--systems``, comma-separated, run in that order):
                    (deepdist.spark.deal, --layout; timed as training, as MLlib's own shuffle)   the same
   legacy2014       the 2014 DeepDist design (bench/legacy2014.py): one model GET and one dense update POST
                    per partition, --partitions partitions             the same
-  legacy2014-fine  the same design with partitions of about --chunk-words words, so that it syncs as often as
-                   deepdist does (one partition per chunk)            the same
+  legacy2014-fine  the same design with partitions of about --chunk-words words (default: deepdist's
+                   CHUNK_WORDS), so that it syncs as often as deepdist does (one partition per chunk)   the same
   mllib            pyspark.ml.feature.Word2Vec, numPartitions 2       skip-gram, hierarchical softmax, no sampling
   gensim-hs        gensim configured like MLlib (hs=1, negative=0, sample=0)
   deepdist-hs      deepdist configured like MLlib
