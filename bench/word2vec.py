@@ -20,7 +20,8 @@ Systems (``--systems``, comma-separated, run in that order):
   mllib            pyspark.ml.feature.Word2Vec, numPartitions 2       skip-gram, hierarchical softmax, no sampling
   gensim-hs        gensim configured like MLlib (hs=1, negative=0, sample=0)
   deepdist-hs      deepdist configured like MLlib
-All use d=100, window 5, min_count 5 (--min-count), alpha 0.025, seed 1.
+All use d=100, window 5, min_count 5 (--min-count), alpha 0.025, seed 1. ``--cores N`` makes every "2" above
+(gensim's workers, Spark's local[2], deepdist's partitions, MLlib's numPartitions) N: how many train at once.
 
 words/s = raw corpus words x epochs / wall seconds of training. Excluded and reported apart: building the
 vocabulary (gensim's build_vocab on the driver for gensim and the 2014 design, deepdist's Spark word count;
@@ -148,7 +149,7 @@ class Bench:
         from pyspark.sql import SparkSession
 
         started = time.perf_counter()
-        self.spark = (SparkSession.builder.master("local[2]").appName("deepdist-bench-word2vec")
+        self.spark = (SparkSession.builder.master(f"local[{self.args.cores}]").appName("deepdist-bench-word2vec")
                       .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                       .config("spark.driver.memory", "4g").getOrCreate())
         self.sc = self.spark.sparkContext
@@ -196,7 +197,7 @@ class Bench:
             except ImportError:
                 pass
             time.sleep(0.3)  # keep both tasks running at once, so both workers get one
-        self.sc.parallelize(range(2), 2).foreach(warm)
+        self.sc.parallelize(range(self.args.cores), self.args.cores).foreach(warm)
 
     # gensim's vocabulary, built once per settings and copied for each row that uses it
     def gensim_model(self, settings, workers):
@@ -214,13 +215,13 @@ class Bench:
         return model, seconds
 
     def run_gensim(self, name):
-        model, vocab_s = self.gensim_model(SETTINGS[name], workers=2)
+        model, vocab_s = self.gensim_model(SETTINGS[name], workers=self.args.cores)
         started = time.perf_counter()
         model.train(self.sentences, total_examples=model.corpus_count, epochs=self.args.epochs)
         train_s = time.perf_counter() - started
         return {"vocab_s": vocab_s, "train_s": train_s, "words": self.words * self.args.epochs,
                 "vocab_size": len(model.wv), "bytes": 0, "quality": evaluate(model.wv),
-                "details": {"workers": 2}}
+                "details": {"workers": self.args.cores}}
 
     def run_deepdist(self, name):
         from deepdist import DeepDist
@@ -300,7 +301,7 @@ class Bench:
         load_s = time.perf_counter() - started
         before = max([stage["id"] for stage in self.stages()], default=-1)
         params = dict(vectorSize=self.common["vector_size"], windowSize=self.common["window"],
-                      minCount=self.common["min_count"], numPartitions=2, maxIter=self.args.epochs,
+                      minCount=self.common["min_count"], numPartitions=self.args.cores, maxIter=self.args.epochs,
                       stepSize=self.common["alpha"], seed=self.args.seed, inputCol="text", outputCol="vector")
         started, wall = time.perf_counter(), time.time()
         fitted = SparkWord2Vec(**params).fit(frame)
@@ -437,7 +438,10 @@ def main(argv=None):
                              "is then not comparable; words/s is)")
     parser.add_argument("--min-count", type=int, default=COMMON["min_count"],
                         help="every system's minimum word count: the vocabulary's size (default: %(default)s)")
-    parser.add_argument("--partitions", type=int, default=2, help="RDD partitions (default: %(default)s)")
+    parser.add_argument("--cores", type=int, default=2,
+                        help="Spark's local[N] (so N tasks train at once), gensim's workers and MLlib's "
+                             "numPartitions; on a machine of fewer cores they share them (default: %(default)s)")
+    parser.add_argument("--partitions", type=int, default=None, help="RDD partitions (default: --cores)")
     parser.add_argument("--layout", choices=("spread", "contiguous"), default="spread",
                         help="deepdist's corpus: dealt round-robin over the partitions by a shuffle, timed as "
                              "training (spread), or each partition one contiguous part (default: %(default)s)")
@@ -460,6 +464,10 @@ def main(argv=None):
         parser.error(f"unknown systems {sorted(unknown)}; known: {', '.join(ALL_SYSTEMS)}")
     if args.epochs is None:
         args.epochs = 10 if args.corpus is None else 1
+    if args.cores < 1:
+        parser.error("--cores must be at least 1")
+    if args.partitions is None:
+        args.partitions = args.cores
 
     loadavg_start = os.getloadavg()
     started = time.perf_counter()
@@ -477,7 +485,7 @@ def main(argv=None):
     try:
         if SPARK_SYSTEMS & set(systems):
             spark_s = bench.start_spark()
-            print(f"SparkContext local[2] up in {spark_s:.1f} s", flush=True)
+            print(f"SparkContext local[{args.cores}] up in {spark_s:.1f} s", flush=True)
         for round_ in range(args.repeat):  # interleaved, so that drifting machine load falls on all alike
             for name in systems:
                 runs.append(dict(bench.run(name), round=round_))
@@ -502,7 +510,7 @@ def main(argv=None):
         "machine": machine_info(),
         "config": {"corpus": corpus, "sentences": len(sentences), "words": bench.words, "epochs": args.epochs,
                    "max_words": args.max_words, "order": args.order, "legacy_max_words": args.legacy_max_words,
-                   "partitions": args.partitions, "chunk_words": args.chunk_words, "seed": args.seed,
+                   "cores": args.cores, "partitions": args.partitions, "chunk_words": args.chunk_words, "seed": args.seed,
                    "repeat": args.repeat,
                    "common": bench.common, "systems": systems},
         "loadavg_start": loadavg_start, "loadavg_end": loadavg_end,
