@@ -50,6 +50,16 @@ from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 # excerpt for no clear gain: its pool of negatives is drawn per chunk (docs/benchmarks.md, "Sync interval").
 CHUNK_WORDS = 10_000
 CHUNK_WORDS_HS = 5_000
+# Those are for 2 tasks training at once. With more, each task syncs proportionally more often (down to
+# MIN_CHUNK_WORDS), so that the words the other tasks train between a task's pull and its push stay about as
+# many. Measured on a 6M-word corpus (negative sampling, one epoch): 8 tasks at once at 10,000-word chunks
+# collapsed (WordSim353 0.056, analogies 0.1%), at 2,500 words scored 0.291 and 2.1% (2 tasks at 10,000
+# words: 0.276 and 3.3%). Hierarchical softmax is not rescued this way (``HS_TASKS_AT_ONCE``).
+MIN_CHUNK_WORDS = 1_000
+# Hierarchical softmax with more tasks than this training at once loses most of its quality, whatever the
+# chunk size (6M-word corpus, one epoch, analogies: 6.3% with 2 tasks, 1.4% with 3, 0.6% with 4, 2.3% with 4
+# at 1,000-word chunks; docs/benchmarks.md, "Tasks at once"). train warns.
+HS_TASKS_AT_ONCE = 2
 
 # gensim's kernels behind a batch loop that prepares each batch in C (_word2vec_inner.pyx; gensim's own loop
 # spent a quarter of a batch's time on that in Python, with hs); gensim's own loop with DEEPDIST_PURE_PYTHON=1,
@@ -248,8 +258,13 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     epochs: passes over ``rdd`` (default: the model's own ``epochs``, gensim's 5 unless the model was built
         with another, as ``Word2Vec(sentences)`` trains).
 
-    chunk_words: raw words a task trains between syncs (default: ``CHUNK_WORDS``, or ``CHUNK_WORDS_HS``
-        with hierarchical softmax). Smaller chunks mean less staleness but more round trips.
+    chunk_words: raw words a task trains between syncs (default: ``default_chunk_words``: ``CHUNK_WORDS``,
+        or ``CHUNK_WORDS_HS`` with hierarchical softmax, for up to 2 tasks training at once, proportionally
+        fewer for more). Smaller chunks mean less staleness but more round trips. The tasks at once are
+        the partitions (times the epochs, when each epoch is a task of its own; see keep_words), or Spark's
+        ``defaultParallelism`` task slots if fewer (``spark.default.parallelism`` set above the cluster's
+        cores overstates them; the summary says how many were counted). Hierarchical softmax with more than
+        2 tasks at once warns: it lost most of its quality in our measurements, whatever the chunk size.
     negative_pool: negatives per chunk are drawn from this many draws of the noise distribution (see the
         module docstring). None: draw from the whole vocabulary. That is exact, but each chunk then pulls
         all of syn1neg.
@@ -265,8 +280,8 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         ``defaultParallelism`` task slots): tasks that wait for a slot would train all their epochs after
         the first wave had trained all of its, at a learning rate already decayed by the first wave's work
         (20 partitions on 2 slots halved the analogy score on the excerpt).
-    Returns the summary of all epochs: partitions, chunk_words, records (sentences), words (raw),
-    effective_words (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received,
+    Returns the summary of all epochs: partitions, chunk_words, tasks_at_once, records (sentences), words
+    (raw), effective_words (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received,
     seconds (wall), task_seconds (the tasks' own, added up), kernel_seconds (of those, inside gensim's
     training kernel: the rest is what distribution costs the tasks) and vocabulary_loads (how many times a
     Python worker unpickled the vocabulary: once per worker, not per task).
@@ -288,14 +303,20 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         raise ValueError("hierarchical softmax needs at least 2 words in the vocabulary, the model has "
                          f"{len(model.wv)}: lower min_count, or use negative sampling")
     epochs = model.epochs if epochs is None else epochs
-    if chunk_words is None:
-        chunk_words = CHUNK_WORDS_HS if model.hs else CHUNK_WORDS
-    if epochs < 1 or chunk_words < 1 or (negative_pool is not None and negative_pool < 1):
+    if epochs < 1 or (chunk_words is not None and chunk_words < 1) or (negative_pool is not None and
+                                                                        negative_pool < 1):
         raise ValueError(f"epochs, chunk_words and negative_pool must be positive, got {epochs}, {chunk_words} "
                          f"and {negative_pool}")
     partitions = rdd.getNumPartitions()
-    slots = rdd.context.defaultParallelism // int(rdd.context.getConf().get("spark.task.cpus", "1"))
+    slots = max(1, rdd.context.defaultParallelism // int(rdd.context.getConf().get("spark.task.cpus", "1")))
     keep = epochs > 1 and partitions <= slots and model.corpus_total_words <= keep_words * partitions
+    # A kept partition is one task for all its epochs; otherwise every epoch's partitions are tasks of one
+    # job, and Spark runs as many of them at once as it has slots.
+    tasks_at_once = min(partitions if keep else partitions * epochs, slots)
+    if chunk_words is None:
+        chunk_words = default_chunk_words(model.hs, tasks_at_once)
+    if model.hs and tasks_at_once > HS_TASKS_AT_ONCE:
+        warnings.warn(hs_concurrency_warning(tasks_at_once), RuntimeWarning, stacklevel=2)
     job = {"chunk_words": chunk_words,
            "negative_pool": negative_pool if model.negative else None, "compute_loss": compute_loss,
            "start_alpha": model.alpha if start_alpha is None else start_alpha,
@@ -316,7 +337,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         summary = dd.run(passes, _train_partition, job)
     for key in ("words", "effective_words", "kernel_seconds", "vocabulary_loads"):  # an RDD with no partitions
         summary.setdefault(key, 0)
-    summary["chunk_words"] = chunk_words
+    summary["chunk_words"], summary["tasks_at_once"] = chunk_words, tasks_at_once
     if compute_loss:  # where gensim's own train leaves it
         model.compute_loss, model.running_training_loss = True, summary.setdefault("loss", 0.0)
     # gensim's bookkeeping, as its own train leaves it (a later gensim train warns from min_alpha_yet_reached)
@@ -325,6 +346,21 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     model.total_train_time += summary["seconds"]
     model.min_alpha_yet_reached = job["start_alpha"] - (job["start_alpha"] - job["end_alpha"]) * done
     return summary
+
+
+def default_chunk_words(hs: bool, tasks_at_once: int) -> int:
+    """The words a task trains between syncs when ``train`` is not told: ``CHUNK_WORDS`` (``CHUNK_WORDS_HS``
+    with hierarchical softmax) for up to 2 tasks at once, and proportionally fewer for more, down to
+    ``MIN_CHUNK_WORDS``."""
+    base = CHUNK_WORDS_HS if hs else CHUNK_WORDS
+    return max(MIN_CHUNK_WORDS, min(base, base * 2 // max(1, tasks_at_once)))
+
+
+def hs_concurrency_warning(tasks_at_once: int) -> str:
+    return (f"hierarchical softmax with {tasks_at_once} tasks training at once: with more than "
+            f"{HS_TASKS_AT_ONCE} it lost most of its quality in our measurements, whatever the sync interval "
+            f"(analogy accuracy 6.3% with 2 tasks, 1.4% with 3, 0.6% with 4). Use negative sampling (hs=0, "
+            f"negative=5), or let at most {HS_TASKS_AT_ONCE} partitions train at once")
 
 
 def _train_partition(model_broadcast, job, index, sentences):

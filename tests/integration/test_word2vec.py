@@ -8,6 +8,7 @@ import bz2
 import gzip
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -410,7 +411,8 @@ def test_word2vec_reaches_the_quality_of_single_process_gensim(corpus, sentences
     # A reused Python worker unpickles the vocabulary once per job, not once per task (up to 40 tasks here;
     # 2 cores run 2 workers, and Spark may fork a third while one is being handed back).
     assert 1 <= summary["vocabulary_loads"] <= 4, summary["vocabulary_loads"]
-    assert summary["chunk_words"] == word2vec.CHUNK_WORDS  # the default with negative sampling
+    assert summary["tasks_at_once"] == 2  # both partitions' tasks, each keeping its partition for every epoch
+    assert summary["chunk_words"] == word2vec.CHUNK_WORDS  # the default with negative sampling, 2 tasks
     assert summary["updates"] >= EPOCHS * model.corpus_total_words / word2vec.CHUNK_WORDS
     # Rows, not matrices. Here a 10,000-word chunk touches about a quarter of this small vocabulary (8,597
     # words); the share shrinks as the vocabulary grows (see the next test).
@@ -430,6 +432,8 @@ def test_partitions_waiting_for_a_slot_are_not_kept_for_every_epoch(spark_contex
         finally:
             spark_context.setLocalProperty("spark.jobGroup.id", None)
     assert tasks_of_job_group(spark_context, "waves") == 4 * 3  # one task per partition and epoch
+    assert summary["tasks_at_once"] == 2  # local[2]'s slots, not the 12 tasks
+    assert summary["chunk_words"] == word2vec.CHUNK_WORDS
     assert summary["words"] == 3 * model.corpus_total_words
 
 
@@ -438,7 +442,11 @@ def test_hierarchical_softmax_syncs_twice_as_often_by_default(spark_context, sen
     rdd = spark_context.parallelize(sentences[:1000], 2)
     model = build_model(rdd, **dict(HYPER, negative=0, hs=1))
     with DeepDist(model, progress=False) as dd:
-        summary = train(dd, rdd, epochs=1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = train(dd, rdd, epochs=1)
+    assert summary["tasks_at_once"] == 2
+    assert not [w for w in caught if "hierarchical softmax" in str(w.message)]  # 2 tasks at once: no warning
     assert word2vec.CHUNK_WORDS_HS < word2vec.CHUNK_WORDS
     assert summary["chunk_words"] == word2vec.CHUNK_WORDS_HS
     # A chunk holds at most chunk_words words, unless one sentence is longer (none of these is)
