@@ -21,6 +21,10 @@ whole partition from one snapshot and then add their deltas wreck the model (see
   set of touched rows is known before training, and the deltas are exact. The pool is redrawn for each
   chunk, so on average the negatives have the usual distribution.
 - syn1 rows (hierarchical softmax): the Huffman-tree nodes on the chunk words' paths.
+With more tasks at once, each syncs more often (``default_chunk_words``). With hierarchical softmax and
+more than two, the few rows every chunk changes hundreds of times (``hot_rows``) are read again after
+training and pushed as 1/N of the way from their value then to the task's own, not as the task's change:
+adding N such changes made from one stale value overshoots (``HS_TASKS_AT_ONCE``).
 The learning rate decays linearly with the number of words trained so far by *all* workers. That number
 is the server's progress counter, pulled with every chunk. So the schedule is gensim's, however the corpus
 is partitioned.
@@ -56,10 +60,19 @@ CHUNK_WORDS_HS = 5_000
 # collapsed (WordSim353 0.056, analogies 0.1%), at 2,500 words scored 0.291 and 2.1% (2 tasks at 10,000
 # words: 0.276 and 3.3%). Hierarchical softmax is not rescued this way (``HS_TASKS_AT_ONCE``).
 MIN_CHUNK_WORDS = 1_000
-# Hierarchical softmax with more tasks than this training at once loses most of its quality, whatever the
-# chunk size (6M-word corpus, one epoch, analogies: 6.3% with 2 tasks, 1.4% with 3, 0.6% with 4, 2.3% with 4
-# at 1,000-word chunks; docs/benchmarks.md, "Tasks at once"). train warns.
+# Hierarchical softmax with more tasks than this training at once lost most of its quality as plain deltas,
+# whatever the chunk size (6M-word corpus, one epoch, analogies: 6.3% with 2 tasks, 1.4% with 3, 0.6% with 4,
+# 2.3% with 4 at 1,000-word chunks). Its hottest rows, the Huffman nodes near the root and the most frequent
+# words' vectors, are changed hundreds of times in every chunk of every task: each task's change takes such
+# a row most of the way to where that task's data pulls it, so adding N tasks' changes, made from about the
+# same stale value, overshoots N-fold, and from 3 tasks on the overshoot grows. With more than this many tasks
+# at once, a task moves each row it expects to change at least HOT_TOUCHES times per chunk 1/N of the way
+# from the row's current value to its own trained value, as MLlib averages the partitions' vectors of a
+# word: WordSim353 / analogies with 4 tasks 0.211 / 0.6% -> 0.388-0.399 / 5.4-6.3% (MLlib with 4
+# partitions: 0.413 / 5.9%), with 8 tasks 0.312 / 0.2% -> 0.360-0.399 / 4.2-4.8% (MLlib: 0.409 / 5.5%;
+# docs/benchmarks.md, "Tasks at once"). HOT_TOUCHES = 300 scored best of 30 to 3,000.
 HS_TASKS_AT_ONCE = 2
+HOT_TOUCHES = 300
 
 # gensim's kernels behind a batch loop that prepares each batch in C (_word2vec_inner.pyx; gensim's own loop
 # spent a quarter of a batch's time on that in Python, with hs); gensim's own loop with DEEPDIST_PURE_PYTHON=1,
@@ -263,8 +276,9 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         fewer for more). Smaller chunks mean less staleness but more round trips. The tasks at once are
         the partitions (times the epochs, when each epoch is a task of its own; see keep_words), or Spark's
         ``defaultParallelism`` task slots if fewer (``spark.default.parallelism`` set above the cluster's
-        cores overstates them; the summary says how many were counted). Hierarchical softmax with more than
-        2 tasks at once warns: it lost most of its quality in our measurements, whatever the chunk size.
+        cores overstates them; the summary says how many were counted). With hierarchical softmax and more
+        than 2 tasks at once, the rows every task changes hundreds of times per chunk move 1/N of the way
+        toward each task's values instead of adding up the tasks' changes (``HS_TASKS_AT_ONCE``).
     negative_pool: negatives per chunk are drawn from this many draws of the noise distribution (see the
         module docstring). None: draw from the whole vocabulary. That is exact, but each chunk then pulls
         all of syn1neg.
@@ -280,8 +294,9 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         ``defaultParallelism`` task slots): tasks that wait for a slot would train all their epochs after
         the first wave had trained all of its, at a learning rate already decayed by the first wave's work
         (20 partitions on 2 slots halved the analogy score on the excerpt).
-    Returns the summary of all epochs: partitions, chunk_words, tasks_at_once, records (sentences), words
-    (raw), effective_words (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received,
+    Returns the summary of all epochs: partitions, chunk_words, tasks_at_once, hot_rows (moved toward each
+    task's values: hierarchical softmax beyond HS_TASKS_AT_ONCE), records (sentences), words (raw),
+    effective_words (trained, after subsampling and vocabulary), updates (chunks), bytes_sent/received,
     seconds (wall), task_seconds (the tasks' own, added up), kernel_seconds (of those, inside gensim's
     training kernel: the rest is what distribution costs the tasks) and vocabulary_loads (how many times a
     Python worker unpickled the vocabulary: once per worker, not per task).
@@ -315,9 +330,10 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     tasks_at_once = min(partitions if keep else partitions * epochs, slots)
     if chunk_words is None:
         chunk_words = default_chunk_words(model.hs, tasks_at_once)
-    if model.hs and tasks_at_once > HS_TASKS_AT_ONCE:
-        warnings.warn(hs_concurrency_warning(tasks_at_once), RuntimeWarning, stacklevel=2)
-    job = {"chunk_words": chunk_words,
+    # Hierarchical softmax beyond HS_TASKS_AT_ONCE: the rows every task changes all the time move toward
+    # each task's values instead of adding up (HS_TASKS_AT_ONCE's comment).
+    hot = hot_rows(model, chunk_words) if model.hs and tasks_at_once > HS_TASKS_AT_ONCE else {}
+    job = {"chunk_words": chunk_words, "hot_rows": hot, "hot_share": 1.0 / max(1, tasks_at_once),
            "negative_pool": negative_pool if model.negative else None, "compute_loss": compute_loss,
            "start_alpha": model.alpha if start_alpha is None else start_alpha,
            "end_alpha": model.min_alpha if end_alpha is None else end_alpha,
@@ -338,6 +354,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     for key in ("words", "effective_words", "kernel_seconds", "vocabulary_loads"):  # an RDD with no partitions
         summary.setdefault(key, 0)
     summary["chunk_words"], summary["tasks_at_once"] = chunk_words, tasks_at_once
+    summary["hot_rows"] = sum(map(len, hot.values()))
     if compute_loss:  # where gensim's own train leaves it
         model.compute_loss, model.running_training_loss = True, summary.setdefault("loss", 0.0)
     # gensim's bookkeeping, as its own train leaves it (a later gensim train warns from min_alpha_yet_reached)
@@ -356,11 +373,18 @@ def default_chunk_words(hs: bool, tasks_at_once: int) -> int:
     return max(MIN_CHUNK_WORDS, min(base, base * 2 // max(1, tasks_at_once)))
 
 
-def hs_concurrency_warning(tasks_at_once: int) -> str:
-    return (f"hierarchical softmax with {tasks_at_once} tasks training at once: with more than "
-            f"{HS_TASKS_AT_ONCE} it lost most of its quality in our measurements, whatever the sync interval "
-            f"(analogy accuracy 6.3% with 2 tasks, 1.4% with 3, 0.6% with 4). Use negative sampling (hs=0, "
-            f"negative=5), or let at most {HS_TASKS_AT_ONCE} partitions train at once")
+def hot_rows(model, chunk_words: int) -> dict:
+    """``{name: sorted int64 rows}``: the rows of syn0 and syn1 (hierarchical softmax) that a chunk of
+    ``chunk_words`` words is expected to change at least ``HOT_TOUCHES`` times. In skip-gram, each word is
+    predicted from about ``window + 1`` context words on average (gensim shrinks each word's window at random):
+    each time, the Huffman nodes on its path change, and so does the context word's vector."""
+    counts = np.asarray(model.wv.expandos["count"], np.float64)
+    share = counts / counts.sum()
+    lengths, _, nodes, _ = _huffman_paths(model)
+    node_share = np.bincount(nodes, weights=np.repeat(share, lengths), minlength=len(model.wv))
+    pairs = chunk_words * (model.window + 1)
+    return {"syn0": np.flatnonzero(pairs * share >= HOT_TOUCHES),
+            "syn1": np.flatnonzero(pairs * node_share >= HOT_TOUCHES)}
 
 
 def _train_partition(model_broadcast, job, index, sentences):
@@ -479,6 +503,11 @@ class _Trainer:
             model.syn1 = self.buffers["syn1"] = np.zeros((vocab, size), np.float32)
             self.paths = paths or _huffman_paths(model)
             self.path_lengths, self.path_starts, self.path_nodes, _ = self.paths
+        # Rows moved toward this task's values instead of by its change (train's hot_rows), as masks.
+        self.hot = {}
+        for name, rows in job.get("hot_rows", {}).items():
+            self.hot[name] = np.zeros(vocab, bool)
+            self.hot[name][rows] = True
         self.partition = partition
         self.seed(0)
         self.noise_table = model.cum_table  # the full unigram^0.75 table the pools are drawn from
@@ -563,6 +592,21 @@ class _Trainer:
         pull = client.pull_async(rows={**rows, PROGRESS: np.array([WORDS])})
         return chunk, records, indexed, rows, cum_table, pull
 
+    def read_hot(self, client, rows) -> dict:
+        """``{name: (positions in rows[name], current values)}`` of the hot rows among those trained, read in
+        one round trip after training (none without hot rows)."""
+        where = {}
+        for name, mask in self.hot.items():
+            wanted = rows.get(name)
+            if wanted is not None:
+                at = np.flatnonzero(mask[wanted])
+                if len(at):
+                    where[name] = at
+        if not where:
+            return {}
+        now = client.pull(rows={name: rows[name][at] for name, at in where.items()})
+        return {name: (at, now[name]) for name, at in where.items()}
+
     def train_chunk(self, client, chunk, records, indexed, rows, cum_table, pull, previous) -> tuple:
         """Train one chunk from its pulled rows and push their change with the progress counts.
 
@@ -614,6 +658,7 @@ class _Trainer:
         counts["kernel_seconds"] += time.perf_counter() - started
         counts["loss"] += model.running_training_loss
         update = {PROGRESS: progress_rows(records=records, words=raw, updates=1)}
+        hot = self.read_hot(client, rows)
         for name, wanted in rows.items():
             buffer, base = self.buffers[name], pulled[name]
             if wanted is None:
@@ -622,6 +667,9 @@ class _Trainer:
                 delta = np.empty_like(base)
                 kernels.gather(buffer, wanted, delta)
                 np.subtract(delta, base, out=delta)
+                if name in hot:  # 1/N of the way from where the row is now to this task's value
+                    at, now = hot[name]
+                    delta[at] = job["hot_share"] * (buffer[wanted[at]] - now)
             changed = kernels.nonzero_rows(delta)  # e.g. words subsampling skipped: nothing to send
             if len(changed) == len(delta) and wanted is not None:
                 update[name] = (wanted, delta)

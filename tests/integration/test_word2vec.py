@@ -8,7 +8,6 @@ import bz2
 import gzip
 import pickle
 import re
-import warnings
 
 import numpy as np
 import pytest
@@ -240,6 +239,50 @@ class RecordingClient(Client):
         super().push(update, scale)
 
 
+class OtherTaskFirst(RecordingClient):
+    """Its blocking pull (a trainer's read of its hot rows, after training) first lets another client push
+    ``other`` to those rows, as another task would while this one trains."""
+
+    def __init__(self, address, other):
+        super().__init__(address)
+        self.other = other
+
+    def pull(self, names=None, rows=None):
+        with Client(self.address, timeout=10) as another:
+            another.push({name: (wanted, self.other[name][wanted]) for name, wanted in rows.items()})
+        return super().pull(names, rows)
+
+
+def test_with_hierarchical_softmax_hot_rows_move_toward_the_task_s_values(sentences, start_server,
+                                                                          spark_context):
+    # What train sets up beyond HS_TASKS_AT_ONCE tasks at once: each hot row goes hot_share of the way from
+    # its value when the task has trained (others have changed it meanwhile) to the task's own value; every
+    # other row gets the task's change added, as ever.
+    model, names, server, trainer = one_task(spark_context, sentences, dict(sg=1, negative=0, hs=1), 10_000,
+                                             None)
+    hot = word2vec.hot_rows(model, 10_000)
+    assert model.wv.key_to_index["the"] in hot["syn0"] and len(hot["syn0"]) < 0.05 * len(model.wv)
+    assert 0 < len(hot["syn1"]) < 0.1 * len(model.wv)
+    trainer = word2vec._Trainer(trainer.model, dict(trainer.job, hot_rows=hot, hot_share=0.25), partition=0)
+    chunk, records = next(word2vec._chunks(iter(sentences[100:]), 10_000))
+    ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
+    other = {name: np.random.default_rng(1).normal(0, 0.1, server[name].shape).astype(np.float32)
+             for name in names}
+    client = OtherTaskFirst(ps.address, other)
+    trainer.train(client, [(chunk, records)])
+    client.close()
+    for name in names:
+        pushed = client.pushes[0][name][0]
+        trained = trainer.buffers[name]
+        is_hot = np.isin(pushed, hot[name])
+        assert is_hot.any() and not is_hot.all()
+        rows = pushed[is_hot]
+        now = server[name][rows] + other[name][rows]
+        np.testing.assert_allclose(ps.params[name][rows], now + 0.25 * (trained[rows] - now), rtol=0, atol=1e-6)
+        rows = pushed[~is_hot]
+        np.testing.assert_allclose(ps.params[name][rows], trained[rows], rtol=0, atol=1e-6)
+
+
 def one_task(spark_context, sentences, config, chunk_words, negative_pool):
     """A small gensim model, the values a server would start from (nonzero everywhere, so that any row
     training touches would change), and a task's trainer for it, as ``_train_partition`` makes one."""
@@ -442,11 +485,9 @@ def test_hierarchical_softmax_syncs_twice_as_often_by_default(spark_context, sen
     rdd = spark_context.parallelize(sentences[:1000], 2)
     model = build_model(rdd, **dict(HYPER, negative=0, hs=1))
     with DeepDist(model, progress=False) as dd:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            summary = train(dd, rdd, epochs=1)
+        summary = train(dd, rdd, epochs=1)
     assert summary["tasks_at_once"] == 2
-    assert not [w for w in caught if "hierarchical softmax" in str(w.message)]  # 2 tasks at once: no warning
+    assert summary["hot_rows"] == 0  # every change adds up, as with negative sampling
     assert word2vec.CHUNK_WORDS_HS < word2vec.CHUNK_WORDS
     assert summary["chunk_words"] == word2vec.CHUNK_WORDS_HS
     # A chunk holds at most chunk_words words, unless one sentence is longer (none of these is)

@@ -1,9 +1,14 @@
-"""deepdist.word2vec's default sync interval: how it follows the number of tasks training at once."""
+"""deepdist.word2vec beyond two tasks at once: the default sync interval, and hierarchical softmax's hot rows."""
+import collections
+
 import pytest
 
 pytest.importorskip("gensim")
+from gensim.models import Word2Vec  # noqa: E402
+from gensim.test.utils import datapath  # noqa: E402
+
 from deepdist import word2vec  # noqa: E402
-from deepdist.word2vec import default_chunk_words, hs_concurrency_warning  # noqa: E402
+from deepdist.word2vec import default_chunk_words  # noqa: E402
 
 
 @pytest.mark.parametrize("hs", [False, True])
@@ -28,7 +33,23 @@ def test_no_interval_falls_below_the_floor():
         assert default_chunk_words(hs, 1000) == word2vec.MIN_CHUNK_WORDS
 
 
-def test_the_hierarchical_softmax_warning_says_how_many_tasks_and_what_to_do():
-    message = hs_concurrency_warning(8)
-    assert "8 tasks" in message and f"more than {word2vec.HS_TASKS_AT_ONCE}" in message
-    assert "negative sampling" in message
+def test_hot_rows_are_those_a_chunk_changes_at_least_hot_touches_times():
+    # Worked out the long way: each word is predicted about window + 1 times per occurrence, and each time
+    # the nodes on its Huffman path change, and so does the vector of the context word that predicts it.
+    sentences = [line.split() for line in open(datapath("lee_background.cor"), encoding="utf8")]
+    model = Word2Vec(vector_size=8, window=3, min_count=2, hs=1, negative=0)
+    model.build_vocab(sentences)
+    counts = [model.wv.get_vecattr(word, "count") for word in model.wv.index_to_key]
+    total = sum(counts)
+    for chunk_words in (2_000, 10_000, 50_000):
+        pairs = chunk_words * (model.window + 1)
+        node_share = collections.Counter()
+        for word, count in enumerate(counts):
+            for node in model.wv.get_vecattr(word, "point"):
+                node_share[int(node)] += count / total
+        hot = word2vec.hot_rows(model, chunk_words)
+        expected_syn0 = [w for w, count in enumerate(counts) if pairs * count / total >= word2vec.HOT_TOUCHES]
+        expected_syn1 = sorted(n for n, share in node_share.items() if pairs * share >= word2vec.HOT_TOUCHES)
+        assert hot["syn0"].tolist() == expected_syn0
+        assert hot["syn1"].tolist() == expected_syn1
+    assert 0 < len(word2vec.hot_rows(model, 2_000)["syn1"]) < len(word2vec.hot_rows(model, 50_000)["syn1"])
