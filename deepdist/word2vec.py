@@ -375,16 +375,18 @@ def default_chunk_words(hs: bool, tasks_at_once: int) -> int:
 
 def hot_rows(model, chunk_words: int) -> dict:
     """``{name: sorted int64 rows}``: the rows of syn0 and syn1 (hierarchical softmax) that a chunk of
-    ``chunk_words`` words is expected to change at least ``HOT_TOUCHES`` times. In skip-gram, each word is
-    predicted from about ``window + 1`` context words on average (gensim shrinks each word's window at random):
-    each time, the Huffman nodes on its path change, and so does the context word's vector."""
+    ``chunk_words`` words is expected to change at least ``HOT_TOUCHES`` times. A word has about ``window + 1``
+    context words (gensim shrinks each word's window at random), and its vector changes once for each word
+    it is context of. Skip-gram predicts each word from each of its context words, changing the Huffman
+    nodes on its path each time; CBOW predicts it once, from their average."""
     counts = np.asarray(model.wv.expandos["count"], np.float64)
     share = counts / counts.sum()
     lengths, _, nodes, _ = _huffman_paths(model)
     node_share = np.bincount(nodes, weights=np.repeat(share, lengths), minlength=len(model.wv))
-    pairs = chunk_words * (model.window + 1)
-    return {"syn0": np.flatnonzero(pairs * share >= HOT_TOUCHES),
-            "syn1": np.flatnonzero(pairs * node_share >= HOT_TOUCHES)}
+    contexts = chunk_words * (model.window + 1)
+    predictions = contexts if model.sg else chunk_words
+    return {"syn0": np.flatnonzero(contexts * share >= HOT_TOUCHES),
+            "syn1": np.flatnonzero(predictions * node_share >= HOT_TOUCHES)}
 
 
 def _train_partition(model_broadcast, job, index, sentences):

@@ -33,23 +33,26 @@ def test_no_interval_falls_below_the_floor():
         assert default_chunk_words(hs, 1000) == word2vec.MIN_CHUNK_WORDS
 
 
-def test_hot_rows_are_those_a_chunk_changes_at_least_hot_touches_times():
-    # Worked out the long way: each word is predicted about window + 1 times per occurrence, and each time
-    # the nodes on its Huffman path change, and so does the vector of the context word that predicts it.
+@pytest.mark.parametrize("sg", [1, 0], ids=["skip-gram", "cbow"])
+def test_hot_rows_are_those_a_chunk_changes_at_least_hot_touches_times(sg):
+    # Worked out the long way: a word's vector changes about window + 1 times per occurrence (once per word
+    # it is context of); skip-gram changes the nodes on a word's Huffman path as often, CBOW once.
     sentences = [line.split() for line in open(datapath("lee_background.cor"), encoding="utf8")]
-    model = Word2Vec(vector_size=8, window=3, min_count=2, hs=1, negative=0)
+    model = Word2Vec(vector_size=8, window=3, min_count=2, hs=1, negative=0, sg=sg)
     model.build_vocab(sentences)
     counts = [model.wv.get_vecattr(word, "count") for word in model.wv.index_to_key]
     total = sum(counts)
+    node_share = collections.Counter()
+    for word, count in enumerate(counts):
+        for node in model.wv.get_vecattr(word, "point"):
+            node_share[int(node)] += count / total
     for chunk_words in (2_000, 10_000, 50_000):
-        pairs = chunk_words * (model.window + 1)
-        node_share = collections.Counter()
-        for word, count in enumerate(counts):
-            for node in model.wv.get_vecattr(word, "point"):
-                node_share[int(node)] += count / total
+        contexts = chunk_words * (model.window + 1)
+        predictions = contexts if sg else chunk_words
         hot = word2vec.hot_rows(model, chunk_words)
-        expected_syn0 = [w for w, count in enumerate(counts) if pairs * count / total >= word2vec.HOT_TOUCHES]
-        expected_syn1 = sorted(n for n, share in node_share.items() if pairs * share >= word2vec.HOT_TOUCHES)
+        expected_syn0 = [w for w, count in enumerate(counts) if contexts * count / total >= word2vec.HOT_TOUCHES]
+        expected_syn1 = sorted(n for n, share in node_share.items()
+                               if predictions * share >= word2vec.HOT_TOUCHES)
         assert hot["syn0"].tolist() == expected_syn0
         assert hot["syn1"].tolist() == expected_syn1
     assert 0 < len(word2vec.hot_rows(model, 2_000)["syn1"]) < len(word2vec.hot_rows(model, 50_000)["syn1"])
