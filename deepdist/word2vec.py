@@ -318,8 +318,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         raise ValueError("hierarchical softmax needs at least 2 words in the vocabulary, the model has "
                          f"{len(model.wv)}: lower min_count, or use negative sampling")
     epochs = model.epochs if epochs is None else epochs
-    if epochs < 1 or (chunk_words is not None and chunk_words < 1) or (negative_pool is not None and
-                                                                        negative_pool < 1):
+    if epochs < 1 or any(value is not None and value < 1 for value in (chunk_words, negative_pool)):
         raise ValueError(f"epochs, chunk_words and negative_pool must be positive, got {epochs}, {chunk_words} "
                          f"and {negative_pool}")
     partitions = rdd.getNumPartitions()
@@ -333,7 +332,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     # Hierarchical softmax beyond HS_TASKS_AT_ONCE: the rows every task changes all the time move toward
     # each task's values instead of adding up (HS_TASKS_AT_ONCE's comment).
     hot = hot_rows(model, chunk_words) if model.hs and tasks_at_once > HS_TASKS_AT_ONCE else {}
-    job = {"chunk_words": chunk_words, "hot_rows": hot, "hot_share": 1.0 / max(1, tasks_at_once),
+    job = {"chunk_words": chunk_words, "hot_rows": hot, "hot_share": 1.0 / tasks_at_once if hot else None,
            "negative_pool": negative_pool if model.negative else None, "compute_loss": compute_loss,
            "start_alpha": model.alpha if start_alpha is None else start_alpha,
            "end_alpha": model.min_alpha if end_alpha is None else end_alpha,
