@@ -21,22 +21,74 @@ def add_common_args(parser, default_json):
                         help="where to write the results as JSON (default: %(default)s)")
 
 
-def timings(fns, repeat):
+def timings(fns, repeat, cpu=None):
     """{name: [seconds of each of `repeat` calls]} for a dict of callables, after one
     untimed warm-up call of each.
 
     The calls are interleaved (a, b, c, a, b, c, ...) so that load from other
     processes, which drifts over seconds, falls on all of them alike.
+
+    With a dict ``cpu``, also fills ``cpu[name]`` with {thread: CPU seconds per call, averaged over the
+    timed calls} for every thread of this process and its descendants that ran (``thread_clocks``).
     """
     for fn in fns.values():
         fn()
+    pids = family() if cpu is not None else []  # after the warm-up: every server is running by then
     times = {name: [] for name in fns}
+    used = {name: {} for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            before = thread_clocks(pids) if cpu is not None else {}
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+            if cpu is not None:
+                for thread, seconds in thread_clocks(pids).items():
+                    ran = seconds - before.get(thread, 0.0)
+                    if ran > 0:
+                        used[name][thread] = used[name].get(thread, 0.0) + ran
+    if cpu is not None:
+        for name, threads in used.items():
+            cpu[name] = {thread: seconds / repeat for thread, seconds in threads.items()}
     return times
+
+
+def family():
+    """This process's pid and its descendants' (servers, shards), from ``/proc``; empty where there is none."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pids, found = [os.getpid()], []
+    while pids:
+        found.append(pids.pop())
+        pids.extend(children.get(found[-1], []))
+    return found if children else []
+
+
+def thread_clocks(pids):
+    """{thread: seconds on a CPU so far} for every thread of the processes ``pids``, as the scheduler counts
+    them (``/proc/PID/task/TID/schedstat``, in nanoseconds). A thread is named ``"<role> <pid>/<thread name>
+    <tid>"``, the role ``bench`` for this process and ``child`` for the others, the name ``main`` for a
+    process's main thread.
+
+    Why: where busy threads outnumber the cores, wall time measures how they share the cores; each thread's
+    own CPU time shows which one would set the pace if each had a core of its own.
+    """
+    clocks = {}
+    for pid in pids:
+        role = "bench" if pid == os.getpid() else "child"
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            try:
+                name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+                ns = int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError):  # the thread ended while we looked
+                continue
+            clocks[f"{role} {pid}/{name} {task.name}"] = ns / 1e9
+    return clocks
 
 
 def summary(times):

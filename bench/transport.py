@@ -20,6 +20,7 @@ values applied (push) or returned (pull).
 """
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -129,15 +130,29 @@ def receive(socket, timeout_s=30):
     return socket.recv_multipart(copy=False)
 
 
-def speeds(moved, times):
-    """Median GB/s of each system, and deepdist's ratios to the baselines.
+def speeds(moved, times, cpu):
+    """Median GB/s of each system, deepdist's ratios to the baselines, and where each system's CPU went.
 
     A ratio is the median of per-round ratios: ``timings`` runs the three one after another in each round,
     so a round's ratio compares runs well under a second apart, and load that drifts more slowly cancels out.
+
+    ``cpu`` is ``timings``' CPU per thread. For each system: its mean wall and CPU seconds per run (all
+    threads), its busiest thread and that thread's CPU seconds per run, and every thread's, busiest first.
+    ``busiest_thread_ratio`` is raw pyzmq's busiest thread over deepdist's: the ratio if every thread had a
+    core of its own and each system then ran at the pace of its busiest thread. On a machine with fewer cores
+    than busy threads the wall-time ratio also measures how the threads share the cores; this one does not.
     """
     result = {name: moved / summary(runs)["median_s"] / 1e9 for name, runs in times.items()}
     for key, baseline in (("ratio", "raw"), ("ratio_to_numpy", "numpy")):
         result[key] = statistics.median(b / d for d, b in zip(times["deepdist"], times[baseline]))
+    result["cpu"] = {}
+    for name, threads in cpu.items():
+        busiest = max(threads, key=threads.get)
+        result["cpu"][name] = {"wall_s": statistics.fmean(times[name]), "cpu_s": sum(threads.values()),
+                               "busiest_thread": busiest, "busiest_thread_s": threads[busiest],
+                               "threads": dict(sorted(threads.items(), key=lambda item: -item[1]))}
+    busiest = {name: usage["busiest_thread_s"] for name, usage in result["cpu"].items()}
+    result["busiest_thread_ratio"] = busiest["raw"] / busiest["deepdist"]
     return result
 
 
@@ -164,12 +179,13 @@ def push_case(update_bytes, sparse, shards, repeat, budget_bytes):
                     for _ in range(count):
                         client.push(update)
                     client.flush()
+                cpu = {}
                 times = timings({"deepdist": run_deepdist, "raw": lambda: raw.send_all(messages, count),
-                                 "numpy": lambda: with_numpy.send_all(messages, count)}, repeat)
+                                 "numpy": lambda: with_numpy.send_all(messages, count)}, repeat, cpu)
             finally:
                 raw.close()
                 with_numpy.close()
-    return speeds(count * values.nbytes, times), count
+    return speeds(count * values.nbytes, times, cpu), count
 
 
 def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
@@ -205,11 +221,13 @@ def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
                             for socket in servers.sockets:
                                 receive(socket)
                     return run
-                times = timings({"deepdist": run_deepdist, "raw": asker(raw), "numpy": asker(with_numpy)}, repeat)
+                cpu = {}
+                times = timings({"deepdist": run_deepdist, "raw": asker(raw), "numpy": asker(with_numpy)},
+                                repeat, cpu)
             finally:
                 raw.close()
                 with_numpy.close()
-    return speeds(count * rows_in_pull * DIM * 4, times), count
+    return speeds(count * rows_in_pull * DIM * 4, times, cpu), count
 
 
 def latency_case(repeat, count):
@@ -236,6 +254,13 @@ def latency_case(repeat, count):
     return (summary(times["deepdist"])["median_s"] / count * 1e6, summary(times["raw"])["median_s"] / count * 1e6)
 
 
+def cpu_cells(usage):
+    """Cores busy, busiest thread (its role and name, without pids) and its CPU ms, for one system's run."""
+    role, rest = usage["busiest_thread"].split(" ", 1)
+    name = rest.split("/", 1)[1].rsplit(" ", 1)[0]
+    return [f"{usage['cpu_s'] / usage['wall_s']:.2f}", f"{role} {name}", f"{usage['busiest_thread_s'] * 1e3:.0f}"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, "bench/results/transport.json")
@@ -246,7 +271,7 @@ def main():
     dense_sizes = [64 << 10, MB] if args.quick else [64 << 10, MB, 16 * MB]
     sparse_sizes = [MB] if args.quick else [MB, 8 * MB]
 
-    results, rows = [], []
+    results, rows, cpu_rows = [], [], []
     for kind, case in (("push", push_case), ("pull", pull_case)):
         for shards in (1, 2):
             for sparse, sizes in ((False, dense_sizes), (True, sparse_sizes)):
@@ -260,7 +285,11 @@ def main():
                                     "messages": count, "deepdist_gbps": speed["deepdist"],
                                     "raw_pyzmq_gbps": speed["raw"], "raw_pyzmq_numpy_gbps": speed["numpy"],
                                     "ratio": ratio, "ratio_to_numpy": floor_ratio, "goal": goal,
-                                    "met": None if goal is None else ratio >= goal})
+                                    "met": None if goal is None else ratio >= goal,
+                                    "cpu": speed["cpu"], "busiest_thread_ratio": speed["busiest_thread_ratio"]})
+                    cpu_rows.append([label] + [cell for name in ("deepdist", "raw", "numpy")
+                                               for cell in cpu_cells(speed["cpu"][name])]
+                                    + [f"{speed['busiest_thread_ratio']:.2f}x"])
                     rows.append([label, f"{speed['deepdist']:.2f}", f"{speed['raw']:.2f}", f"{ratio:.2f}x",
                                  f">= {goal}x" if goal else "-",
                                  "-" if goal is None else ("yes" if ratio >= goal else "NO"),
@@ -274,6 +303,11 @@ def main():
                  "raw pyzmq + numpy", "ratio"], rows)
     print(f"\nsmall push (512 B row) made and acknowledged: deepdist {ours_us:.0f} us, "
           f"raw pyzmq round trip {base_us:.0f} us ({ours_us / base_us:.2f}x the time)")
+    print(f"\nWhere the CPU went, per timed run: cores busy on average (CPU seconds / wall seconds, all threads),"
+          f"\nthe busiest thread and its CPU ms. The last column is raw pyzmq's busiest thread over deepdist's:"
+          f"\nthe ratio if each thread had a core of its own (this machine has {os.cpu_count()}).\n")
+    print_table(["case", "deepdist cores", "busiest thread", "ms", "raw cores", "busiest thread", "ms",
+                 "numpy cores", "busiest thread", "ms", "busiest-thread ratio"], cpu_rows)
     write_json(args.json, {"machine": machine_info(), "window": WINDOW, "row_bytes": DIM * 4,
                            "results": results})
 

@@ -118,11 +118,22 @@ def test_transport_bench_covers_every_case_with_consistent_ratios(tmp_path):
                                                        rel=1e-9), case
         assert case["goal"] == (0.8 if case["update_bytes"] >= 2**20 else None)  # the goal is for 1 MB and up
         assert_met_follows_goal(case)
+        cpu = case["cpu"]
+        assert set(cpu) == {"deepdist", "raw", "numpy"}, case
+        for usage in cpu.values():
+            threads = usage["threads"]
+            assert is_rate(usage["wall_s"]) and usage["busiest_thread_s"] == max(threads.values()), usage
+            assert usage["busiest_thread"] in threads and usage["cpu_s"] == pytest.approx(sum(threads.values()))
+        # Every system's servers are child processes, and they did work: their threads were counted.
+        for name, usage in cpu.items():
+            assert any(thread.startswith("child ") for thread in usage["threads"]), (name, usage["threads"])
+        assert case["busiest_thread_ratio"] == pytest.approx(
+            cpu["raw"]["busiest_thread_s"] / cpu["deepdist"]["busiest_thread_s"], rel=1e-9), case
     assert latency["op"] == "small push round trip"
     assert is_rate(latency["deepdist_us"]) and is_rate(latency["raw_pyzmq_us"])
     assert latency["ratio"] == pytest.approx(latency["deepdist_us"] / latency["raw_pyzmq_us"], rel=1e-9)
-    (table,) = printed_tables(stdout)
-    assert len(table) == len(cases)
+    table, cpu_table = printed_tables(stdout)
+    assert len(table) == len(cases) and cpu_table == table
     for row, case in zip(table, cases):
         kind = "1%-sparse" if case["sparse"] else "dense"
         shards = f"{case['shards']} shard{'s' * (case['shards'] > 1)}"
