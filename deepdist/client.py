@@ -20,6 +20,7 @@ import zmq
 
 from . import kernels, protocol as P
 from .errors import RequestError, ShardTimeout
+from .frames import recv_frames, send_frames, wait_readable
 from .sharding import split_by_owner
 
 DENSE_SAMPLE = 64  # rows of a dense delta looked at before deciding to scan it for sparse rows
@@ -242,7 +243,7 @@ class Client:
                 self.read_replies(shard, pending[0][0])
             self.bytes_sent += sum(sizes)
             try:
-                self.sockets[shard].send_multipart(frames, copy=False)
+                send_frames(self.sockets[shard], frames)
             except zmq.Again:
                 raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "accept a send") from None
             pending.append((self.seq, op))
@@ -272,12 +273,12 @@ class Client:
         socket, pending = self.sockets[shard], self.pending[shard]
         deadline = time.monotonic() + self.timeout
         while pending and pending[0][0] <= seq:
-            if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # a reply already queued needs no poll
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not socket.poll(remaining * 1000, zmq.POLLIN):
-                    raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "reply")
-            frames = socket.recv_multipart(copy=False)
-            self.bytes_received += sum(len(frame) for frame in frames)
+            remaining = deadline - time.monotonic()  # wait_readable returns at once when a reply is queued
+            if remaining <= 0 or not wait_readable(socket, max(1, int(remaining * 1000))):
+                raise ShardTimeout(shard, self.address.endpoints[shard], self.timeout, "reply")
+            frames = recv_frames(socket)
+            for frame in frames:
+                self.bytes_received += len(frame)
             reply = P.decode_reply(frames[0].buffer)
             if reply.seq != pending[0][0]:
                 raise P.ProtocolError(P.ERR_MALFORMED, f"shard {shard} answered request {reply.seq}, "

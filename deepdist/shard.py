@@ -28,6 +28,7 @@ import numpy as np
 import zmq
 
 from . import kernels, protocol as P, shm
+from .frames import recv_frames, send_frames, wait_readable
 
 log = logging.getLogger("deepdist.shard")
 
@@ -300,11 +301,11 @@ class Shard:
                     return  # end of file: the server asked us to stop, or it is gone
                 for line in lines:
                     control.answer(self.command(json.loads(line)))
-            # Drain what is queued before polling again. Asking ZMQ_EVENTS costs less than a non-blocking
-            # recv that ends in zmq.Again, an exception each time the queue runs dry.
-            while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                frames = socket.recv_multipart(copy=False)
-                socket.send_multipart([frames[0]] + self.handle(frames[1:]), copy=False)
+            # Drain what is queued before polling again. Asking whether a message is queued costs less than a
+            # non-blocking recv that ends in zmq.Again, an exception each time the queue runs dry.
+            while wait_readable(socket, 0):
+                frames = recv_frames(socket)
+                send_frames(socket, [frames[0]] + self.handle(frames[1:]))
 
     def command(self, command: dict) -> str:
         """Carry out a command from the server's pipe; the answer line for it.
