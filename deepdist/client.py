@@ -44,6 +44,10 @@ class Client:
             for shard, lo, hi in spec.ranges:
                 owned[shard] += (hi - lo) * self.row_bytes[spec.name]
         self.answer_limits = [P.pull_answer_limit(address.max_message_bytes, size) for size in owned]
+        # What a pull of a whole parameter asks each shard, and where each answer goes: the same every time.
+        self.whole_pulls = {spec.name: [(shard, P.Item(self.index[spec.name], P.KIND_DENSE,
+                                                      P.DTYPE_CODES[np.dtype(spec.dtype)], hi - lo), slice(lo, hi))
+                                        for shard, lo, hi in spec.ranges] for spec in address.params}
         self.timeout = timeout
         self.window = window
         self.sparsify = sparsify
@@ -109,29 +113,32 @@ class Client:
         rows_of = rows if isinstance(rows, dict) else dict.fromkeys(names, rows)
         per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
         targets = collections.defaultdict(list)    # shard -> [(name, where its returned frame goes)]
+        answer = collections.Counter()              # shard -> bytes it will answer with
         shapes = {}                                 # name -> shape of the array pulled
         for name in names:
             spec = self.spec(name)
-            code = P.DTYPE_CODES[np.dtype(spec.dtype)]
             if rows_of.get(name) is None:
                 shapes[name] = spec.shape
-                for shard, lo, hi in spec.ranges:
-                    per_shard[shard].append((P.Item(self.index[name], P.KIND_DENSE, code, hi - lo), []))
-                    targets[shard].append((name, slice(lo, hi)))
+                for shard, item, where in self.whole_pulls[name]:
+                    per_shard[shard].append((item, []))
+                    targets[shard].append((name, where))
+                    answer[shard] += item.n_rows * self.row_bytes[name]
             else:
                 wanted = self.check_row_indices(spec, rows_of[name])
                 shapes[name] = (len(wanted),) + spec.row_shape
+                code = P.DTYPE_CODES[np.dtype(spec.dtype)]
                 for shard, selector in split_by_owner(spec, wanted):
                     part = wanted[selector]
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
                     targets[shard].append((name, selector))
-        for shard, parts in per_shard.items():
-            size = sum(item.n_rows * self.row_bytes[name] for (item, _), (name, _) in zip(parts, targets[shard]))
+                    answer[shard] += len(part) * self.row_bytes[name]
+        for shard, size in answer.items():
             if size > self.answer_limits[shard]:
                 raise ValueError(f"shard {shard} would answer this pull with {size} bytes, more than its limit "
                                  f"of {self.answer_limits[shard]} bytes: pull fewer rows at a time")
         # The pushes sent before this pull to shards it does not read: result() waits for them too.
-        earlier = {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard}
+        earlier = ({} if len(per_shard) == len(self.pending) else
+                   {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard})
         return PendingPull(self, self.request(P.OP_PULL, per_shard), shapes, targets, earlier)
 
     def stats(self) -> list:
