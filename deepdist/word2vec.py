@@ -60,6 +60,12 @@ CHUNK_WORDS_HS = 5_000
 # collapsed (WordSim353 0.056, analogies 0.1%), at 2,500 words scored 0.291 and 2.1% (2 tasks at 10,000
 # words: 0.276 and 3.3%). Hierarchical softmax is not rescued this way (``HS_TASKS_AT_ONCE``).
 MIN_CHUNK_WORDS = 1_000
+# Hierarchical softmax stops shortening its chunks sooner: beyond 2 tasks it relies on its hot rows
+# (``HS_TASKS_AT_ONCE``), and a shorter chunk has fewer rows that it changes HOT_TOUCHES times. With 8 tasks
+# at once (6M-word corpus, one epoch, means of 4 seeds, WordSim353 / analogies): 1,250-word chunks (35 hot
+# rows) 0.374 / 4.4% at 213-243k words/s, 2,500 (67 rows) 0.394 / 5.0% at 280-304k, 5,000 (122 rows) 0.389 /
+# 4.7%. With 4 tasks 2,500 words were above 5,000 (6.1% against 5.7%).
+MIN_CHUNK_WORDS_HS = 2_500
 # Hierarchical softmax with more tasks than this training at once lost most of its quality as plain deltas,
 # whatever the chunk size (6M-word corpus, one epoch, analogies: 6.3% with 2 tasks, 1.4% with 3, 0.6% with 4,
 # 2.3% with 4 at 1,000-word chunks). Its hottest rows, the Huffman nodes near the root and the most frequent
@@ -68,8 +74,8 @@ MIN_CHUNK_WORDS = 1_000
 # same stale value, overshoots N-fold, and from 3 tasks on the overshoot grows. With more than this many tasks
 # at once, a task moves each row it expects to change at least HOT_TOUCHES times per chunk 1/N of the way
 # from the row's current value to its own trained value, as MLlib averages the partitions' vectors of a
-# word: WordSim353 / analogies with 4 tasks 0.211 / 0.6% -> 0.388-0.399 / 5.4-6.3% (MLlib with 4
-# partitions: 0.413 / 5.9%), with 8 tasks 0.312 / 0.2% -> 0.360-0.399 / 4.2-4.8% (MLlib: 0.409 / 5.5%;
+# word: WordSim353 / analogies with 4 tasks 0.211 / 0.6% -> 0.387-0.399 / 5.4-6.5% (MLlib with 4
+# partitions: 0.413 / 5.9%), with 8 tasks 0.312 / 0.2% -> 0.353-0.430 / 4.4-5.3% (MLlib: 0.409 / 5.5%;
 # docs/benchmarks.md, "Tasks at once"). HOT_TOUCHES = 300 scored best of 30 to 3,000.
 HS_TASKS_AT_ONCE = 2
 HOT_TOUCHES = 300
@@ -367,9 +373,9 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
 def default_chunk_words(hs: bool, tasks_at_once: int) -> int:
     """The words a task trains between syncs when ``train`` is not told: ``CHUNK_WORDS`` (``CHUNK_WORDS_HS``
     with hierarchical softmax) for up to 2 tasks at once, and proportionally fewer for more, down to
-    ``MIN_CHUNK_WORDS``."""
-    base = CHUNK_WORDS_HS if hs else CHUNK_WORDS
-    return max(MIN_CHUNK_WORDS, min(base, base * 2 // max(1, tasks_at_once)))
+    ``MIN_CHUNK_WORDS`` (``MIN_CHUNK_WORDS_HS``)."""
+    base, floor = (CHUNK_WORDS_HS, MIN_CHUNK_WORDS_HS) if hs else (CHUNK_WORDS, MIN_CHUNK_WORDS)
+    return max(floor, min(base, base * 2 // max(1, tasks_at_once)))
 
 
 def hot_rows(model, chunk_words: int) -> dict:

@@ -21,16 +21,20 @@ def test_up_to_two_tasks_at_once_sync_at_the_base_interval(hs):
 def test_more_tasks_at_once_sync_proportionally_more_often(hs):
     # The words all tasks train between two syncs of one task stay about 2 x the base interval.
     base = word2vec.CHUNK_WORDS_HS if hs else word2vec.CHUNK_WORDS
+    assert default_chunk_words(hs, 3) == base * 2 // 3
     assert default_chunk_words(hs, 4) == base // 2
-    assert default_chunk_words(hs, 8) == max(word2vec.MIN_CHUNK_WORDS, base // 4)
     for tasks in range(1, 64):
         assert default_chunk_words(hs, tasks + 1) <= default_chunk_words(hs, tasks)
 
 
-def test_no_interval_falls_below_the_floor():
-    assert word2vec.MIN_CHUNK_WORDS < word2vec.CHUNK_WORDS_HS < word2vec.CHUNK_WORDS
-    for hs in (False, True):
-        assert default_chunk_words(hs, 1000) == word2vec.MIN_CHUNK_WORDS
+def test_no_interval_falls_below_its_floor():
+    # Negative sampling goes on shortening to 1,000 words; hierarchical softmax stops at 2,500, which it
+    # reaches at 4 tasks (its hot rows thin out in shorter chunks).
+    assert word2vec.MIN_CHUNK_WORDS < word2vec.MIN_CHUNK_WORDS_HS < word2vec.CHUNK_WORDS_HS < word2vec.CHUNK_WORDS
+    assert default_chunk_words(False, 8) == word2vec.CHUNK_WORDS // 4 == 2_500
+    assert default_chunk_words(False, 1000) == word2vec.MIN_CHUNK_WORDS
+    assert default_chunk_words(True, 4) == default_chunk_words(True, 8) == word2vec.MIN_CHUNK_WORDS_HS == 2_500
+    assert default_chunk_words(True, 1000) == word2vec.MIN_CHUNK_WORDS_HS
 
 
 @pytest.mark.parametrize("sg", [1, 0], ids=["skip-gram", "cbow"])
