@@ -75,7 +75,7 @@ MIN_CHUNK_WORDS_HS = 2_500
 # at once, a task moves each row it expects to change at least HOT_TOUCHES times per chunk 1/N of the way
 # from the row's current value to its own trained value, as MLlib averages the partitions' vectors of a
 # word: WordSim353 / analogies with 4 tasks 0.211 / 0.6% -> 0.387-0.399 / 5.4-6.5% (MLlib with 4
-# partitions: 0.413 / 5.9%), with 8 tasks 0.312 / 0.2% -> 0.353-0.430 / 4.4-5.3% (MLlib: 0.409 / 5.5%;
+# partitions: 0.413 / 5.9%), with 8 tasks 0.312 / 0.2% -> 0.353-0.430 / 4.4-5.3% (MLlib: 0.406-0.418 / 5.5-6.0%;
 # docs/benchmarks.md, "Tasks at once"). HOT_TOUCHES = 300 scored best of 30 to 3,000.
 HS_TASKS_AT_ONCE = 2
 HOT_TOUCHES = 300
