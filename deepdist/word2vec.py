@@ -54,17 +54,23 @@ from .spark import PROGRESS, WORDS, load_shell, progress_rows, worker_model
 # excerpt for no clear gain: its pool of negatives is drawn per chunk (docs/benchmarks.md, "Sync interval").
 CHUNK_WORDS = 10_000
 CHUNK_WORDS_HS = 5_000
-# Those are for 2 tasks training at once. With more, each task syncs proportionally more often (down to
-# MIN_CHUNK_WORDS), so that the words the other tasks train between a task's pull and its push stay about as
-# many. Measured on a 6M-word corpus (negative sampling, one epoch): 8 tasks at once at 10,000-word chunks
-# collapsed (WordSim353 0.056, analogies 0.1%), at 2,500 words scored 0.291 and 2.1% (2 tasks at 10,000
-# words: 0.276 and 3.3%). Hierarchical softmax is not rescued this way (``HS_TASKS_AT_ONCE``).
+# Those are for 2 tasks training at once. With N tasks, negative sampling syncs (N / 2)^2 times as often (down
+# to MIN_CHUNK_WORDS): the other tasks' words a task misses between its pull and its push would stay about as
+# many if the interval shrank as 2 / N, but measured, quality needs it to shrink faster. 6M-word corpus,
+# negative sampling, one epoch, WordSim353 / analogies, means of the seeds run: 8 tasks at 10,000-word chunks
+# collapsed (0.056 / 0.1%), at 2,500 words (2 / N) 0.278 / 1.97% (3 runs), at 1,250 0.308 / 2.35% (2 seeds);
+# 4 tasks at 5,000 words (2 / N) 0.269 / 2.37%, at 2,500 ((2 / N)^2) 0.280 / 3.07% (3 seeds each); gensim
+# with 4 threads 0.272 / 3.0%, 2 tasks at 10,000 words 0.276 / 3.3%. Shorter chunks cost speed: 4 tasks
+# trained 315-388k words/s at 2,500 words against 381-448k at 5,000. With 8 tasks the default, 1,000 words,
+# scored 0.295 / 2.95% (2 seeds) at 194-201k words/s (243-272k at 2,500). Hierarchical softmax is not rescued
+# this way (``HS_TASKS_AT_ONCE``).
 MIN_CHUNK_WORDS = 1_000
-# Hierarchical softmax stops shortening its chunks sooner: beyond 2 tasks it relies on its hot rows
-# (``HS_TASKS_AT_ONCE``), and a shorter chunk has fewer rows that it changes HOT_TOUCHES times. With 8 tasks
-# at once (6M-word corpus, one epoch, means of 4 seeds, WordSim353 / analogies): 1,250-word chunks (35 hot
-# rows) 0.374 / 4.4% at 213-243k words/s, 2,500 (67 rows) 0.394 / 5.0% at 280-304k, 5,000 (122 rows) 0.389 /
-# 4.7%. With 4 tasks 2,500 words were above 5,000 (6.1% against 5.7%).
+# Hierarchical softmax shortens its chunks only as 2 / tasks, and stops sooner: beyond 2 tasks it relies on
+# its hot rows (``HS_TASKS_AT_ONCE``), and a shorter chunk has fewer rows that it changes HOT_TOUCHES times.
+# 6M-word corpus, one epoch, WordSim353 / analogies: with 8 tasks at once (means of 4 seeds) 1,250-word chunks
+# (35 hot rows) 0.374 / 4.4% at 213-243k words/s, 2,500 (67 rows) 0.394 / 5.0% at 280-304k, 5,000 (122 rows)
+# 0.389 / 4.7%; with 4 tasks 2,500 words 6.1% against 5,000's 5.7%; with 3 tasks 2,500 words 0.384 / 5.9% at
+# 239-255k words/s against 3,333's 0.396 / 5.6% at 310-326k (2 seeds each).
 MIN_CHUNK_WORDS_HS = 2_500
 # Hierarchical softmax with more tasks than this training at once lost most of its quality as plain deltas,
 # whatever the chunk size (6M-word corpus, one epoch, analogies: 6.3% with 2 tasks, 1.4% with 3, 0.6% with 4,
@@ -371,11 +377,13 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
 
 
 def default_chunk_words(hs: bool, tasks_at_once: int) -> int:
-    """The words a task trains between syncs when ``train`` is not told: ``CHUNK_WORDS`` (``CHUNK_WORDS_HS``
-    with hierarchical softmax) for up to 2 tasks at once, and proportionally fewer for more, down to
-    ``MIN_CHUNK_WORDS`` (``MIN_CHUNK_WORDS_HS``)."""
-    base, floor = (CHUNK_WORDS_HS, MIN_CHUNK_WORDS_HS) if hs else (CHUNK_WORDS, MIN_CHUNK_WORDS)
-    return max(floor, min(base, base * 2 // max(1, tasks_at_once)))
+    """The words a task trains between syncs when ``train`` is not told: ``CHUNK_WORDS`` for up to 2 tasks at
+    once and (2 / tasks)^2 of it for more, down to ``MIN_CHUNK_WORDS``; with hierarchical softmax
+    ``CHUNK_WORDS_HS`` and 2 / tasks of it, down to ``MIN_CHUNK_WORDS_HS``."""
+    tasks = max(1, tasks_at_once)
+    if hs:
+        return max(MIN_CHUNK_WORDS_HS, min(CHUNK_WORDS_HS, CHUNK_WORDS_HS * 2 // tasks))
+    return max(MIN_CHUNK_WORDS, min(CHUNK_WORDS, CHUNK_WORDS * 4 // tasks ** 2))
 
 
 def hot_rows(model, chunk_words: int) -> dict:

@@ -17,24 +17,22 @@ def test_up_to_two_tasks_at_once_sync_at_the_base_interval(hs):
     assert default_chunk_words(hs, 1) == default_chunk_words(hs, 2) == base
 
 
-@pytest.mark.parametrize("hs", [False, True])
-def test_more_tasks_at_once_sync_proportionally_more_often(hs):
-    # The words all tasks train between two syncs of one task stay about 2 x the base interval.
-    base = word2vec.CHUNK_WORDS_HS if hs else word2vec.CHUNK_WORDS
-    assert default_chunk_words(hs, 3) == base * 2 // 3
-    assert default_chunk_words(hs, 4) == base // 2
-    for tasks in range(1, 64):
-        assert default_chunk_words(hs, tasks + 1) <= default_chunk_words(hs, tasks)
+def test_more_tasks_at_once_sync_as_the_square_of_two_over_the_tasks():
+    # Negative sampling: 10,000 words for 2 tasks, 10,000 x (2/3)^2 for 3, a quarter for 4, and 1,000 (its
+    # floor, above 10,000 x (2/8)^2 = 625) for 8.
+    assert word2vec.CHUNK_WORDS == 10_000 and word2vec.MIN_CHUNK_WORDS == 1_000
+    assert [default_chunk_words(False, tasks) for tasks in (2, 3, 4, 5, 6, 8)] == [10_000, 4_444, 2_500, 1_600,
+                                                                                  1_111, 1_000]
+    for hs in (False, True):
+        for tasks in range(1, 64):
+            assert default_chunk_words(hs, tasks + 1) <= default_chunk_words(hs, tasks)
 
 
-def test_no_interval_falls_below_its_floor():
-    # Negative sampling goes on shortening to 1,000 words; hierarchical softmax stops at 2,500, which it
-    # reaches at 4 tasks (its hot rows thin out in shorter chunks).
-    assert word2vec.MIN_CHUNK_WORDS < word2vec.MIN_CHUNK_WORDS_HS < word2vec.CHUNK_WORDS_HS < word2vec.CHUNK_WORDS
-    assert default_chunk_words(False, 8) == word2vec.CHUNK_WORDS // 4 == 2_500
+def test_hierarchical_softmax_shortens_as_two_over_the_tasks_and_stops_sooner():
+    # 5,000 words for 2 tasks, 3,333 for 3, then its floor of 2,500 (its hot rows thin out in shorter chunks).
+    assert word2vec.CHUNK_WORDS_HS == 5_000 and word2vec.MIN_CHUNK_WORDS_HS == 2_500
+    assert [default_chunk_words(True, tasks) for tasks in (2, 3, 4, 8, 1000)] == [5_000, 3_333, 2_500, 2_500, 2_500]
     assert default_chunk_words(False, 1000) == word2vec.MIN_CHUNK_WORDS
-    assert default_chunk_words(True, 4) == default_chunk_words(True, 8) == word2vec.MIN_CHUNK_WORDS_HS == 2_500
-    assert default_chunk_words(True, 1000) == word2vec.MIN_CHUNK_WORDS_HS
 
 
 @pytest.mark.parametrize("sg", [1, 0], ids=["skip-gram", "cbow"])
