@@ -284,8 +284,8 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         with another, as ``Word2Vec(sentences)`` trains).
 
     chunk_words: raw words a task trains between syncs (default: ``default_chunk_words``: ``CHUNK_WORDS``,
-        or ``CHUNK_WORDS_HS`` with hierarchical softmax, for up to 2 tasks training at once, proportionally
-        fewer for more). Smaller chunks mean less staleness but more round trips. The tasks at once are
+        or ``CHUNK_WORDS_HS`` with hierarchical softmax, for up to 2 tasks training at once, fewer for
+        more). Smaller chunks mean less staleness but more round trips. The tasks at once are
         the partitions (times the epochs, when each epoch is a task of its own; see keep_words), or Spark's
         ``defaultParallelism`` task slots if fewer (``spark.default.parallelism`` set above the cluster's
         cores overstates them; the summary says how many were counted). With hierarchical softmax and more
