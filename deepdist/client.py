@@ -137,8 +137,7 @@ class Client:
                 raise ValueError(f"shard {shard} would answer this pull with {size} bytes, more than its limit "
                                  f"of {self.answer_limits[shard]} bytes: pull fewer rows at a time")
         # The pushes sent before this pull to shards it does not read: result() waits for them too.
-        earlier = ({} if len(per_shard) == len(self.pending) else
-                   {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard})
+        earlier = {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard}
         return PendingPull(self, self.request(P.OP_PULL, per_shard), shapes, targets, earlier)
 
     def stats(self) -> list:

@@ -2,8 +2,8 @@
 
 pyzmq's ``send_multipart`` and ``recv_multipart`` combine or convert an enum flag for every frame, and
 ``Socket.poll`` builds a ``Poller`` per call: 1-2 µs each here, and a pull from two shards made about a dozen
-such calls. These helpers use plain int flags and ``zmq_poll`` itself. Frames are sent
-and received without copies (``copy=False``), as everywhere in deepdist.
+such calls. These helpers use plain int flags and ``zmq_poll`` itself. Frames are sent and received with
+``copy=False``, as everywhere in deepdist.
 """
 import zmq
 
