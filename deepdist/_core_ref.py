@@ -9,7 +9,7 @@ outputs), with the ValueError messages Cython uses for those.
 """
 import numpy as np
 
-__all__ = ["all_finite", "axpy", "first_row_outside", "gather", "index_words", "nonzero_rows", "scatter",
+__all__ = ["axpy", "first_row_outside", "gather", "index_words", "max_abs", "nonzero_rows", "scatter",
            "scatter_add"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -146,7 +146,8 @@ def nonzero_rows(src):
     return np.flatnonzero(np.any(src != 0, axis=1)).astype(np.int64, copy=False)
 
 
-def all_finite(src):
-    """True iff no element of 1-D contiguous src is +-inf or NaN."""
-    _float_dtype("all_finite", "src", src)
-    return bool(np.isfinite(_view(src, 1)).all())
+def max_abs(src):
+    """The largest |x| over 1-D contiguous src (0.0 if empty): NaN if any is NaN, else inf if any is +-inf."""
+    _float_dtype("max_abs", "src", src)
+    src = _view(src, 1)
+    return float(np.max(np.abs(src))) if len(src) else 0.0

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import logging
+import math
 import numbers
 import os
 import secrets
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 
-from . import protocol as P, shm
+from . import kernels, protocol as P, shm
 from .errors import DeepDistError, ShardDied
 from .sharding import WILDCARDS, ServerAddress, owned, plan
 
@@ -41,7 +42,8 @@ class ParameterServer:
     port: 0 for free ports, else shard i binds ``port + i``.
     advertise: the host clients should dial (default: ``host``, or this machine's name if host is a wildcard).
     start_timeout, stop_timeout: seconds allowed for shards to come up and to exit.
-    check_finite: reject pushes holding NaN or infinity (one extra read of each update).
+    check_finite: refuse parameters holding NaN or infinity, and pushes that hold them or whose sums would
+        overflow to infinity (one extra read of each update; see ``Shard.check_growth``).
     copy_back: True: the server keeps the arrays given, and copies the final values back into them. False: it
         lets go of them once they are in shared memory, so the caller can free them while the server runs,
         and hands the final values back in new arrays (``ps.params``), moving them out of shared memory block
@@ -108,6 +110,9 @@ class ParameterServer:
             # back their values (into the given arrays: moved-in ones read zeros until then).
             for i, (name, array) in enumerate(self.given.items()):
                 self.segments[name] = shm.create(array, tag=str(i), move=name in self.move_in)
+                if self.check_finite and not math.isfinite(kernels.max_abs(self.segments[name].array.reshape(-1))):
+                    raise ValueError(f"parameter '{name}' holds NaN or infinity: with check_finite (the default) "
+                                     f"a server holds finite values only")
             self.params = {name: segment.array for name, segment in self.segments.items()}
             server_id = random_id()
             largest = max((array.nbytes for array in self.given.values()), default=0)

@@ -22,7 +22,7 @@ import pickle
 import sys
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
@@ -53,11 +53,24 @@ class Owned:
     dtype_code: int
     lo: int
     hi: int
+    # At least the largest |value| in the owned rows, while the shard checks values (see Shard.check_growth).
+    bound: float = 0.0
+    # Pushes are added without a closer look while ``bound`` plus what they can add stays below this: half
+    # the dtype's largest finite value, a margin that no rounding of the sums can cross.
+    bound_limit: float = field(init=False)
+
+    def __post_init__(self):
+        self.bound_limit = float(np.finfo(self.array.dtype).max) / 2
 
     def rows_view(self, selection) -> np.ndarray:
         """The selected rows in the parameter's own shape (a view for a slice, a copy for an index array)."""
         part = self.array[selection]
         return part.reshape((len(part),) + self.row_shape)
+
+    def measure_bound(self) -> float:
+        """The largest |value| in the owned rows, measured (one read of them); NaN or inf if any is not finite."""
+        self.bound = kernels.max_abs(self.array[self.lo:self.hi].reshape(-1))
+        return self.bound
 
 
 class Shard:
@@ -77,6 +90,7 @@ class Shard:
             array = segment.array.reshape(p["shape"][0], -1)
             self.params.append(Owned(p["name"], array, tuple(p["shape"][1:]), P.DTYPE_CODES[array.dtype],
                                      p["lo"], p["hi"]))
+        self.measure_bounds()
         owned = sum((p.hi - p.lo) * p.array[0].nbytes for p in self.params if p is not None)
         self.max_answer_bytes = P.pull_answer_limit(self.max_message_bytes, owned)
         # The ids requests may carry, each with how its pushes are applied: a custom descent(model, update),
@@ -148,16 +162,17 @@ class Shard:
                 if item.n_rows != param.hi - param.lo:
                     raise P.ProtocolError(P.ERR_SHAPE, f"dense update of '{param.name}' has {item.n_rows} "
                                                        f"rows, this shard owns {param.hi - param.lo}")
-                values = self.values(param, next(frames), item.n_rows)
-                updates.append((param, None, values))
+                updates.append((param, None, *self.values(param, next(frames), item.n_rows)))
             else:
                 rows = self.rows(param, next(frames), item.n_rows)
-                updates.append((param, rows, self.values(param, next(frames), item.n_rows)))
+                updates.append((param, rows, *self.values(param, next(frames), item.n_rows)))
         if request.client_id and request.seq <= self.last_seq.get(request.client_id, 0):
             self.counters["duplicates"] += 1
             return [P.encode_reply(P.OP_PUSH, P.STATUS_DUPLICATE, request.seq)]
         if descent is None:
-            for param, rows, values in updates:
+            if self.check_finite:
+                self.check_growth(updates, request.scale)
+            for param, rows, values, _ in updates:
                 if rows is None:
                     kernels.axpy(param.array[param.lo:param.hi].reshape(-1), values.reshape(-1), request.scale)
                 else:
@@ -168,6 +183,59 @@ class Shard:
             self.last_seq[request.client_id] = request.seq
         self.counters["pushes"] += 1
         return [P.encode_reply(P.OP_PUSH, P.STATUS_OK, request.seq)]
+
+    def check_growth(self, updates: list, scale: float) -> None:
+        """Refuse a push whose sums would overflow to infinity; raise the bounds of the parameters it touches.
+
+        Every value an update adds to is finite, so a sum can only overflow if the values are near the
+        dtype's largest. Each parameter keeps a bound of its |values|; an update can raise any |value| by at
+        most |scale| times its largest |value| times how often a row repeats in it. While the bound plus that
+        stays below ``Owned.bound_limit`` nothing more is needed, and this costs nothing but the largest
+        |value|, found in the pass that checks the update is finite. Past it the bound is measured again,
+        and if that is still too close, the push is added first to a copy of the rows it touches, with the
+        same kernels in the same order: it is refused if any sum there is not finite.
+        """
+        growth = {}  # param -> (the most any |value| of it can grow by, its updates in this push)
+        for param, rows, values, largest in updates:
+            most, mine = growth.get(param.name, (0.0, []))
+            repeats = 1 if rows is None else len(rows)
+            growth[param.name] = (most + abs(scale) * largest * repeats, mine + [(param, rows, values)])
+        bounds = {}
+        for name, (most, mine) in growth.items():
+            param = mine[0][0]
+            if param.bound + most < param.bound_limit or param.measure_bound() + most < param.bound_limit:
+                bounds[name] = param.bound + most
+                continue
+            if not math.isfinite(param.bound):
+                raise P.ProtocolError(P.ERR_NONFINITE, f"'{name}' already holds NaN or infinity on shard "
+                                                       f"{self.index} (written other than by a push)")
+            largest = kernels.max_abs(self.sums(param, mine, scale).reshape(-1))
+            if not math.isfinite(largest):
+                raise P.ProtocolError(P.ERR_NONFINITE, f"adding this push to '{name}' would take values past "
+                                                       f"the largest {param.array.dtype} "
+                                                       f"({np.finfo(param.array.dtype).max:.3g}) to infinity "
+                                                       f"(is training diverging?)")
+            bounds[name] = max(param.bound, largest)
+        for param, _, _, _ in updates:
+            param.bound = bounds[param.name]
+
+    @staticmethod
+    def sums(param: Owned, updates: list, scale: float) -> np.ndarray:
+        """The rows ``updates`` (of ``param``, in push order) touch, with them added: a copy, as the kernels
+        would leave the parameter."""
+        if any(rows is None for _, rows, _ in updates):  # a dense update touches every owned row
+            scratch = param.array[param.lo:param.hi].copy()
+            place = lambda rows: rows - param.lo  # noqa: E731
+        else:
+            touched = np.unique(np.concatenate([rows for _, rows, _ in updates]))
+            scratch = param.array[touched]
+            place = lambda rows: np.searchsorted(touched, rows)  # noqa: E731
+        for _, rows, values in updates:
+            if rows is None:
+                kernels.axpy(scratch.reshape(-1), values.reshape(-1), scale)
+            else:
+                kernels.scatter_add(scratch, place(rows).astype(P.ROW_DTYPE), values, scale)
+        return scratch
 
     def run_descent(self, descent, updates: list, scale: float) -> None:
         """Call the custom ``descent(model, update)`` on this shard's part of one push.
@@ -181,7 +249,7 @@ class Shard:
             empty = np.empty([0] + p["shape"][1:], p["dtype"])
             setattr(model, p["name"], empty)
             update[p["name"]] = empty
-        for param, rows, values in updates:
+        for param, rows, values, _ in updates:
             if param.name in selections:
                 raise P.ProtocolError(P.ERR_MALFORMED, f"'{param.name}' appears twice in one push; a custom "
                                                        f"descent takes one update per parameter")
@@ -213,11 +281,13 @@ class Shard:
             except (TypeError, ValueError) as error:
                 raise P.ProtocolError(P.ERR_DESCENT, f"descent set model.{name} to values that are not "
                                                      f"{param.array.dtype}: {error}") from None
-            if self.check_finite and not kernels.all_finite(result.reshape(-1)):
+            largest = kernels.max_abs(result.reshape(-1)) if self.check_finite else 0.0
+            if not math.isfinite(largest):
                 raise P.ProtocolError(P.ERR_NONFINITE, f"descent set model.{name} to NaN or infinity")
-            results.append((param, selection, result))
-        for param, selection, result in results:
+            results.append((param, selection, result, largest))
+        for param, selection, result, largest in results:
             param.array[selection] = result.reshape(-1, param.array.shape[1])
+            param.bound = max(param.bound, largest)
 
     def pull(self, request: P.Request, data: list) -> list:
         frames, wanted = iter(data), []
@@ -276,16 +346,18 @@ class Shard:
                                               f"[{param.lo}, {param.hi}) that shard {self.index} owns")
         return rows
 
-    def values(self, param: Owned, frame, n_rows: int) -> np.ndarray:
+    def values(self, param: Owned, frame, n_rows: int) -> tuple:
+        """The update's values as rows, and their largest |value| (0.0 if not checking)."""
         row_size, itemsize = param.array.shape[1], param.array.itemsize
         expected = n_rows * row_size * itemsize
         if len(frame) != expected:
             raise P.ProtocolError(P.ERR_SHAPE, f"values frame of '{param.name}' is {len(frame)} bytes, "
                                                f"{n_rows} rows of {row_size} {param.array.dtype} need {expected}")
         values = np.frombuffer(frame.buffer, param.array.dtype).reshape(n_rows, row_size)
-        if self.check_finite and not kernels.all_finite(values.reshape(-1)):
+        largest = kernels.max_abs(values.reshape(-1)) if self.check_finite else 0.0
+        if not math.isfinite(largest):
             raise P.ProtocolError(P.ERR_NONFINITE, f"values for '{param.name}' contain NaN or infinity")
-        return values
+        return values, largest
 
     # -- the loop ------------------------------------------------------------------------------------------
     def serve(self, socket: zmq.Socket, control: "ControlPipe") -> None:
@@ -325,12 +397,20 @@ class Shard:
             except Exception as error:
                 return f"ERROR cannot load descent: {type(error).__name__}: {error}"
             self.sessions[command["open"]] = descent
+            # A job starts from the values the driver holds now, which it may have written itself.
+            self.measure_bounds()
             return "OK"
         if "close" in command:
             if command["close"] != self.server_id:
                 self.sessions.pop(command["close"], None)
             return "OK"
         return f"ERROR unknown command {sorted(command)}"
+
+    def measure_bounds(self) -> None:
+        if self.check_finite:
+            for param in self.params:
+                if param is not None:
+                    param.measure_bound()
 
     def close(self) -> None:
         self.end_log_window(time.monotonic(), last=True)

@@ -232,3 +232,49 @@ def test_a_whole_pull_larger_than_a_message_is_served(start_server):
     with Client(ps.address) as client:
         pulled = client.pull()
     assert sorted(pulled) == ["a", "b", "c"] and all(pulled[name].sum() == 90 << 18 for name in "abc")
+
+
+def test_a_push_whose_sums_would_overflow_is_refused_whole(start_server, zmq_socket, recv):
+    """Finite values whose sums would pass the largest float64: refused, nothing of the push written, while
+    pushes that come as close without passing it are applied."""
+    ps = start_server({"w": np.zeros((ROWS, 4)), "b": np.zeros(3, np.float32)}, shards=2)
+    raw = zmq_socket(zmq.DEALER)
+    raw.connect(ps.address.endpoints[0])
+    good = Client(ps.address, timeout=10)
+    big = np.finfo(np.float64).max * 0.6
+    server_id = ps.address.server_id
+    steps = [  # (push, error code or None, text the message must contain)
+        # Each value far from the limit, the sum of the repeated row past it.
+        (rows_push(server_id, [5] * 4, np.full((4, 4), big * 0.7)), P.ERR_NONFINITE, "to infinity"),
+        (rows_push(server_id, [1], np.full((1, 4), big)), None, ""),
+        (rows_push(server_id, [1], np.full((1, 4), big)), P.ERR_NONFINITE, "to infinity"),
+        (rows_push(server_id, [5, 5], np.full((2, 4), big)), P.ERR_NONFINITE, "to infinity"),  # a repeated row
+        (rows_push(server_id, [5], np.full((1, 4), big / 2), scale=4.0), P.ERR_NONFINITE, "to infinity"),
+        (request(server_id, [P.Item(0, P.KIND_ROWS, F64, 1), P.Item(0, P.KIND_ROWS, F64, 1)],  # the second item
+                 [np.array([2], np.int64).tobytes(), np.ones(4).tobytes(),
+                  np.array([1], np.int64).tobytes(), np.full(4, big).tobytes()]), P.ERR_NONFINITE, "to infinity"),
+        (request(server_id, [P.Item(0, P.KIND_DENSE, F64, ROWS // 2)],  # one element of a dense update
+                 [np.where(np.arange(ROWS // 2 * 4) == 7, big, 1.0).tobytes()]), P.ERR_NONFINITE, "to infinity"),
+        (rows_push(server_id, [1, 6], np.full((2, 4), big), scale=-1.0), None, ""),  # back down: applied
+    ]
+    expected = np.zeros((ROWS, 4))
+    try:
+        for step, (frames, code, text) in enumerate(steps):
+            raw.send_multipart(frames)
+            reply = recv(raw)
+            header = P.decode_reply(reply[0])
+            if code is None:  # an accepted rows push: expect it added
+                assert header.status == P.STATUS_OK, (step, reply[1:])
+                scale = P.REQUEST.unpack_from(frames[0])[-1]
+                values = np.frombuffer(frames[2]).reshape(-1, 4)
+                np.add.at(expected, np.frombuffer(frames[1], np.int64), values * scale)
+            else:
+                assert (header.status, header.error) == (P.STATUS_ERROR, code), (step, reply[1:])
+                assert text in reply[1].decode(), (step, reply[1])
+            np.testing.assert_array_equal(ps.params["w"], expected, err_msg=f"step {step}")
+            good.push({"b": np.ones(3, np.float32)})
+            assert good.pull(["b"])["b"].tolist() == [step + 1] * 3
+    finally:
+        good.close()
+    assert np.isfinite(ps.params["w"]).all()
+    np.testing.assert_array_equal(expected[[1, 6]], [[0.0] * 4, [-big] * 4])

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from deepdist import Client, RequestError
+from deepdist import Client, ParameterServer, RequestError
 
 
 def make_params(rows=1000, dim=16):
@@ -74,7 +74,6 @@ def test_pull_rows_and_names(start_server, shards):
 
 
 def test_live_view_and_final_values_handed_back(no_leftover_shm):
-    from deepdist import ParameterServer
     params = {"w": np.zeros((100, 8), np.float32)}
     original = params["w"]
     with ParameterServer(params, shards=2) as ps:
@@ -179,6 +178,35 @@ def test_nonfinite_push_is_rejected_by_the_shard_and_raised_at_flush(start_serve
         np.testing.assert_array_equal(client.pull()["w"], 0)  # neither shard wrote its part
         client.push({"w": np.ones((100, 8))})
         assert client.pull()["w"].sum() == 800  # the client is still usable
+
+
+def test_a_push_that_would_overflow_float32_is_refused_and_raised_at_flush(start_server):
+    ps = start_server({"w": np.zeros((100, 8), np.float32)}, shards=2)
+    near = np.float32(2.5e38)  # the largest float32 is 3.4e38
+    with Client(ps.address) as client:
+        client.push({"w": (np.array([3, 97]), np.full((2, 8), near))})
+        client.flush()
+        client.push({"w": (np.array([3]), np.full((1, 8), near))})
+        with pytest.raises(RequestError, match="to infinity") as raised:
+            client.flush()
+        assert raised.value.code == "NONFINITE"
+        client.push({"w": np.full((100, 8), near / 2)})  # dense: every row grows, rows 3 and 97 too far
+        with pytest.raises(RequestError, match="to infinity"):
+            client.flush()
+        expected = np.zeros((100, 8), np.float32)
+        expected[[3, 97]] = near
+        np.testing.assert_array_equal(client.pull()["w"], expected)
+        client.push({"w": np.full((100, 8), near / 2)}, scale=-1.0)  # away from the limit: applied
+        np.testing.assert_array_equal(client.pull()["w"], expected - near / 2)
+
+
+def test_a_server_refuses_parameters_that_are_not_finite(no_leftover_shm):
+    bad = np.zeros((100, 8))
+    bad[50, 2] = np.inf
+    with pytest.raises(ValueError, match="'w' holds NaN or infinity"):
+        ParameterServer({"b": np.zeros(3), "w": bad}, shards=2).start()
+    with ParameterServer({"w": bad}, shards=2, check_finite=False) as ps:
+        assert ps.params["w"][50, 2] == np.inf
 
 
 def test_stats_count_pushes_pulls_and_bytes(start_server):

@@ -169,6 +169,23 @@ def test_a_descent_result_is_written_whole_or_not_at_all(start_server):
     assert ps.params["a"].tolist() == [0.0] * 4 and ps.params["b"].tolist() == [0.0] * 4
 
 
+def test_a_job_sees_values_the_driver_wrote_before_it_opened(start_server):
+    """The shards bound their values to refuse a push whose sums would overflow without reading the
+    parameter each time; values written through the live view before a job opens count for that job."""
+    ps = start_server({"w": np.zeros((100, 8), np.float32)}, shards=2)
+    ps.params["w"][0] = 3.3e38  # the largest float32 is 3.4e38
+    address = ps.open_session(None)
+    try:
+        with Client(address, timeout=10) as client:
+            client.push({"w": (np.array([0, 1]), np.full((2, 8), 2e37, np.float32))})
+            with pytest.raises(RequestError, match="to infinity"):
+                client.flush()
+            client.push({"w": (np.array([1]), np.full((1, 8), 2e37, np.float32))})
+    finally:
+        ps.close_session(address)
+    np.testing.assert_array_equal(ps.params["w"][:2], np.float32([[3.3e38] * 8, [2e37] * 8]))
+
+
 def test_a_closed_session_is_refused_and_the_server_itself_still_served(start_server):
     ps = start_server({"a": np.zeros(4)}, shards=2)
     address = ps.open_session(None)

@@ -2,6 +2,7 @@
 hand-computed results, agreement with each other, and the same exceptions."""
 import importlib
 import importlib.util
+import math
 import os
 
 import numpy as np
@@ -386,27 +387,40 @@ def test_nonzero_rows_rejects_1d(impl, dtype):
         impl.nonzero_rows(np.ones(3, dtype))
 
 
-# --- all_finite ---------------------------------------------------------------
+# --- max_abs ------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", [0, 4095, 4096, -1])
+def test_max_abs_finds_the_largest_magnitude(impl, dtype, where):
+    src = np.random.default_rng(6).uniform(-1, 1, 10_001).astype(dtype)
+    src[where] = -7.25
+    assert impl.max_abs(src) == 7.25
+    src[where] = 7.5
+    assert impl.max_abs(src) == 7.5
+
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-@pytest.mark.parametrize("where", [0, 4095, 4096, -1])
-def test_all_finite_catches_inf_and_nan(impl, dtype, bad, where):
+@pytest.mark.parametrize("where", [0, 4096, -1])
+def test_max_abs_is_not_finite_exactly_when_a_value_is_not(impl, dtype, bad, where):
     src = np.ones(10_001, dtype)
-    assert impl.all_finite(src) is True
     src[where] = bad
-    assert impl.all_finite(src) is False
+    result = impl.max_abs(src)
+    assert math.isnan(result) if np.isnan(bad) else result == math.inf
+    src[-2] = np.nan  # NaN wins over infinity, wherever it is
+    assert math.isnan(impl.max_abs(src))
 
 
-def test_all_finite_extremes_are_finite(impl, dtype):
+def test_max_abs_extremes(impl, dtype):
     info = np.finfo(dtype)
-    src = np.array([info.max, -info.max, info.tiny, info.smallest_subnormal, -0.0, 0.0], dtype)
-    assert impl.all_finite(src) is True
-    assert impl.all_finite(np.ones(0, dtype)) is True
+    src = np.array([info.tiny, -info.max, info.smallest_subnormal, -0.0, 0.0], dtype)
+    assert impl.max_abs(src) == float(info.max)
+    assert impl.max_abs(np.array([-0.0, info.smallest_subnormal], dtype)) == float(info.smallest_subnormal)
+    assert impl.max_abs(np.array([-0.0], dtype)) == 0.0
+    assert impl.max_abs(np.ones(0, dtype)) == 0.0
 
 
-def test_all_finite_rejects_non_float(impl):
+def test_max_abs_rejects_non_float(impl):
     with pytest.raises(TypeError, match="float32 or float64"):
-        impl.all_finite(np.ones(3, np.int64))
+        impl.max_abs(np.ones(3, np.int64))
 
 
 # --- buffers straight from the wire -------------------------------------------
@@ -442,8 +456,8 @@ def test_unaligned_readonly_inputs(impl, dtype):
                                   np.flatnonzero(np.any(sparse != 0, axis=1)))
     bad = src1.copy()
     bad[-1] = np.nan
-    assert impl.all_finite(unaligned_readonly(src1)) is True
-    assert impl.all_finite(unaligned_readonly(bad)) is False
+    assert impl.max_abs(unaligned_readonly(src1)) == np.abs(src1).max()
+    assert math.isnan(impl.max_abs(unaligned_readonly(bad)))
 
 
 def test_kernels_selector():
@@ -451,6 +465,6 @@ def test_kernels_selector():
     expected = "numpy" if os.environ.get("DEEPDIST_PURE_PYTHON") == "1" else "cython"
     assert kernels.IMPLEMENTATION == expected
     module = importlib.import_module("deepdist._core_ref" if expected == "numpy" else "deepdist._core")
-    for name in ("axpy", "scatter_add", "scatter", "gather", "nonzero_rows", "all_finite", "first_row_outside",
+    for name in ("axpy", "scatter_add", "scatter", "gather", "nonzero_rows", "max_abs", "first_row_outside",
                  "index_words"):
         assert getattr(kernels, name) is getattr(module, name)
