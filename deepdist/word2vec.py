@@ -301,7 +301,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     keep_words: with several epochs, partitions of at most this many words (judged by the model's
         ``corpus_total_words`` over the RDD's partitions) are kept in memory by their task, which trains
         every epoch on them: one Spark task per partition rather than one per partition and epoch. A Spark
-        task costs 100-150 core-ms of Spark's own time, and a kept word about 65 bytes. 0: never keep.
+        task costs 100-150 core-ms of Spark's own time, and a kept word about 70 bytes. 0: never keep.
         Only when every partition's task can run at once (no more partitions than Spark's
         ``defaultParallelism`` task slots): tasks that wait for a slot would train all their epochs after
         the first wave had trained all of its, at a learning rate already decayed by the first wave's work
@@ -406,18 +406,21 @@ def _train_partition(model_broadcast, job, index, sentences):
     """The Spark task: train one partition chunk by chunk, syncing with the server after each chunk; every
     epoch on it if ``job["epochs_in_task"]`` says so, else the one epoch its index in the union names."""
     started = time.monotonic()
-    if job["epochs_in_task"] > 1:
-        kept = list(sentences)
-        partition, passes = index, [(epoch, kept) for epoch in range(job["epochs_in_task"])]
-    else:
-        epoch, partition = divmod(index, job["partitions"])
-        passes = [(epoch, sentences)]
+    epoch, partition = (0, index) if job["epochs_in_task"] > 1 else divmod(index, job["partitions"])
     model, paths, loaded = _task_model(model_broadcast)
     trainer = _Trainer(model, job, partition, paths, loaded)
+    chunks = trainer.prepare(_chunks(sentences, job["chunk_words"]))
+    if job["epochs_in_task"] > 1:
+        # Kept: every epoch trains the same chunks, whose words are looked up in the vocabulary once (that
+        # lookup was 7% of a task's time, hierarchical softmax on the dictionaries corpus).
+        chunks = list(chunks)
+        passes = [(epoch, chunks) for epoch in range(job["epochs_in_task"])]
+    else:
+        passes = [(epoch, chunks)]
     with Client(job["address"], **job["client"]) as client:
-        for epoch, data in passes:
+        for epoch, prepared in passes:
             trainer.seed(epoch)
-            trainer.train(client, _chunks(data, job["chunk_words"]))
+            trainer.train(client, prepared)
             client.push({PROGRESS: progress_rows(partitions=1)})
         client.flush()
     if not job["compute_loss"]:
@@ -584,8 +587,13 @@ class _Trainer:
         runs = np.diff(words, prepend=0, append=len(table))
         return pool, np.repeat(np.concatenate(([0], steps)).astype(np.uint32), runs)
 
+    def prepare(self, chunks):
+        """Each of ``chunks`` (of ``_chunks``) with its words as vocabulary indexes: what ``train`` takes."""
+        for chunk, records in chunks:
+            yield chunk, records, kernels.index_words(chunk, self.key_to_index, len(self.touched))
+
     def train(self, client, chunks) -> None:
-        """Train ``chunks`` (of ``_chunks``) one after another. Each chunk's rows are pulled while the chunk
+        """Train ``chunks`` (of ``prepare``) one after another. Each chunk's rows are pulled while the chunk
         before it trains, so a task waits for a round trip only if training a chunk is quicker than one."""
         previous = (0, {})  # the chunk before: its raw words and its update, which the next pull does not see
         chunks = iter(chunks)
@@ -595,12 +603,11 @@ class _Trainer:
             previous = self.train_chunk(client, *pending, previous)
             pending = ahead
 
-    def request(self, client, chunk_records):
+    def request(self, client, prepared):
         """Send the pull of a chunk's rows and the global word count; what ``train_chunk`` needs of it."""
-        if chunk_records is None:
+        if prepared is None:
             return None
-        chunk, records = chunk_records
-        indexed = kernels.index_words(chunk, self.key_to_index, len(self.touched))  # (indexes, sentence ends)
+        chunk, records, indexed = prepared  # indexed: (indexes, sentence ends)
         rows, cum_table = self.rows(indexed[0])
         if not len(rows["syn0"]):  # no word in the vocabulary: nothing to train, progress only
             rows = {}

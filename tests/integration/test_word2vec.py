@@ -269,7 +269,7 @@ def test_with_hierarchical_softmax_hot_rows_move_toward_the_task_s_values(senten
     other = {name: np.random.default_rng(1).normal(0, 0.1, server[name].shape).astype(np.float32)
              for name in names}
     client = OtherTaskFirst(ps.address, other)
-    trainer.train(client, [(chunk, records)])
+    trainer.train(client, trainer.prepare([(chunk, records)]))
     client.close()
     for name in names:
         pushed = client.pushes[0][name][0]
@@ -319,7 +319,7 @@ def test_a_chunk_changes_only_the_rows_it_pulls_and_pushes_exact_deltas(sentence
     chunk, records = next(word2vec._chunks(iter(sentences[100:]), 10_000))
     ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
     client = RecordingClient(ps.address)
-    trainer.train(client, [(chunk, records)])
+    trainer.train(client, trainer.prepare([(chunk, records)]))
     client.close()
 
     (update,) = client.pushes
@@ -365,7 +365,7 @@ def test_a_chunk_of_several_gensim_batches_trains_the_same_with_either_batch_loo
         model, names, server, trainer = one_task(spark_context, sentences, config, 25_000, 300)
         ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
         with Client(ps.address, timeout=10) as client:
-            trainer.train(client, [(chunk, records)])
+            trainer.train(client, trainer.prepare([(chunk, records)]))
         trained[batch_loop] = {name: trainer.buffers[name].copy() for name in names}
         assert trainer.counts["effective_words"] > MAX_WORDS_IN_BATCH  # all three calls trained
     for name in trained["gensim"]:
@@ -399,7 +399,7 @@ def test_pulls_ahead_lose_none_of_the_tasks_own_work(sentences, start_server, sp
     assert len(chunks) > 10
     ps = start_server({name: array.copy() for name, array in server.items()}, shards=2)
     client = RecordingClient(ps.address)
-    trainer.train(client, chunks)
+    trainer.train(client, trainer.prepare(chunks))
     client.close()
 
     assert len(client.pushes) == len(chunks)
