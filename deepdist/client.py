@@ -38,7 +38,7 @@ class Client:
         self.specs = {spec.name: spec for spec in address.params}
         self.index = {spec.name: i for i, spec in enumerate(address.params)}
         self.dtypes = {spec.name: np.dtype(spec.dtype) for spec in address.params}
-        self.row_bytes = {spec.name: spec.row_size * np.dtype(spec.dtype).itemsize for spec in address.params}
+        self.row_bytes = {spec.name: spec.row_size * self.dtypes[spec.name].itemsize for spec in address.params}
         owned = [0] * len(address.endpoints)
         for spec in address.params:
             for shard, lo, hi in spec.ranges:
