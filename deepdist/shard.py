@@ -195,20 +195,21 @@ class Shard:
         and if that is still too close, the push is added first to a copy of the rows it touches, with the
         same kernels in the same order: it is refused if any sum there is not finite.
         """
-        growth = {}  # param -> (the most any |value| of it can grow by, its updates in this push)
-        for param, rows, values, largest in updates:
-            most, mine = growth.get(param.name, (0.0, []))
-            repeats = 1 if rows is None else len(rows)
-            growth[param.name] = (most + abs(scale) * largest * repeats, mine + [(param, rows, values)])
+        growth = collections.defaultdict(float)  # name -> the most any |value| of it can grow by
+        for param, rows, _, largest in updates:
+            growth[param.name] += abs(scale) * largest * (1 if rows is None else len(rows))
         bounds = {}
-        for name, (most, mine) in growth.items():
-            param = mine[0][0]
+        for param, _, _, _ in updates:
+            name, most = param.name, growth[param.name]
+            if name in bounds:
+                continue
             if param.bound + most < param.bound_limit or param.measure_bound() + most < param.bound_limit:
                 bounds[name] = param.bound + most
                 continue
             if not math.isfinite(param.bound):
                 raise P.ProtocolError(P.ERR_NONFINITE, f"'{name}' already holds NaN or infinity on shard "
                                                        f"{self.index} (written other than by a push)")
+            mine = [(rows, values) for other, rows, values, _ in updates if other.name == name]
             largest = kernels.max_abs(self.sums(param, mine, scale).reshape(-1))
             if not math.isfinite(largest):
                 raise P.ProtocolError(P.ERR_NONFINITE, f"adding this push to '{name}' would take values past "
@@ -221,20 +222,19 @@ class Shard:
 
     @staticmethod
     def sums(param: Owned, updates: list, scale: float) -> np.ndarray:
-        """The rows ``updates`` (of ``param``, in push order) touch, with them added: a copy, as the kernels
-        would leave the parameter."""
-        if any(rows is None for _, rows, _ in updates):  # a dense update touches every owned row
-            scratch = param.array[param.lo:param.hi].copy()
-            place = lambda rows: rows - param.lo  # noqa: E731
+        """The rows that ``updates``, ``[(rows or None, values)]`` of ``param`` in push order, touch, with them
+        added: a copy, as the kernels would leave the parameter."""
+        if any(rows is None for rows, _ in updates):  # a dense update touches every owned row
+            touched, scratch = None, param.array[param.lo:param.hi].copy()
         else:
-            touched = np.unique(np.concatenate([rows for _, rows, _ in updates]))
+            touched = np.unique(np.concatenate([rows for rows, _ in updates]))
             scratch = param.array[touched]
-            place = lambda rows: np.searchsorted(touched, rows)  # noqa: E731
-        for _, rows, values in updates:
+        for rows, values in updates:
             if rows is None:
                 kernels.axpy(scratch.reshape(-1), values.reshape(-1), scale)
             else:
-                kernels.scatter_add(scratch, place(rows).astype(P.ROW_DTYPE), values, scale)
+                where = rows - param.lo if touched is None else np.searchsorted(touched, rows)
+                kernels.scatter_add(scratch, where.astype(P.ROW_DTYPE), values, scale)
         return scratch
 
     def run_descent(self, descent, updates: list, scale: float) -> None:
