@@ -180,6 +180,18 @@ cdef Py_ssize_t _first_bad_row(const int64_t *rows, Py_ssize_t n, int64_t lo,
     return -1
 
 
+cdef bint _ascending_kernel(const int64_t *rows, Py_ssize_t n) noexcept nogil:
+    """Whether rows[i] <= rows[i + 1] for every i (n >= 1)."""
+    cdef Py_ssize_t i
+    cdef int64_t previous = _load(rows, 0), row
+    for i in range(1, n):
+        row = _load(rows, i)
+        if row < previous:
+            return False
+        previous = row
+    return True
+
+
 cdef void _scatter_add_kernel(floating[:, ::1] dst, const int64_t *rows,
                               const floating[:, ::1] src, floating alpha) noexcept nogil:
     """dst[rows[i], :] += alpha * src[i, :]  for i = 0, 1, ..., len(src) - 1.
@@ -486,6 +498,18 @@ def first_row_outside(rows, lo, hi):
         with nogil:
             bad = _first_bad_row(&view[0], view.shape[0], low, high)
     return bad
+
+
+def ascending(rows):
+    """Whether the int64 ``rows`` (1-D contiguous) never go down: what lets a client cut them by owner with
+    a binary search per shard. One pass in C, no temporary."""
+    _check_rows("ascending", rows)
+    cdef const int64_t[::1] view = rows
+    cdef bint result = True
+    if view.shape[0] > 1:
+        with nogil:
+            result = _ascending_kernel(&view[0], view.shape[0])
+    return result
 
 
 def nonzero_rows(src):

@@ -9,7 +9,7 @@ outputs), with the ValueError messages Cython uses for those.
 """
 import numpy as np
 
-__all__ = ["axpy", "first_row_outside", "gather", "index_words", "max_abs", "nonzero_rows", "scatter",
+__all__ = ["ascending", "axpy", "first_row_outside", "gather", "index_words", "max_abs", "nonzero_rows", "scatter",
            "scatter_add"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -137,6 +137,13 @@ def first_row_outside(rows, lo, hi):
         raise ValueError(f"first_row_outside: need 0 <= lo <= hi, got lo={lo} hi={hi}")
     outside = np.flatnonzero((rows < lo) | (rows >= hi))
     return int(outside[0]) if len(outside) else -1
+
+
+def ascending(rows):
+    """Whether the int64 ``rows`` (1-D contiguous) never go down."""
+    _check_rows("ascending", rows)
+    rows = _view(rows, 1)
+    return bool(np.all(rows[1:] >= rows[:-1]))
 
 
 def nonzero_rows(src):

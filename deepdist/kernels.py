@@ -12,18 +12,18 @@ the NumPy kernels on purpose.
 """
 import os
 
-__all__ = ["IMPLEMENTATION", "axpy", "first_row_outside", "gather", "index_words", "max_abs", "nonzero_rows",
-           "scatter", "scatter_add"]
+__all__ = ["IMPLEMENTATION", "ascending", "axpy", "first_row_outside", "gather", "index_words", "max_abs",
+           "nonzero_rows", "scatter", "scatter_add"]
 
 if os.environ.get("DEEPDIST_PURE_PYTHON") == "1":
-    from ._core_ref import (axpy, first_row_outside, gather, index_words, max_abs, nonzero_rows,
-                           scatter, scatter_add)
+    from ._core_ref import (ascending, axpy, first_row_outside, gather, index_words, max_abs,
+                           nonzero_rows, scatter, scatter_add)
 
     IMPLEMENTATION = "numpy"
 else:
     try:
-        from ._core import (axpy, first_row_outside, gather, index_words, max_abs, nonzero_rows,
-                           scatter, scatter_add)
+        from ._core import (ascending, axpy, first_row_outside, gather, index_words, max_abs,
+                           nonzero_rows, scatter, scatter_add)
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}._core":
             raise

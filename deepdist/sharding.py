@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
+
 # A parameter smaller than this is not cut: splitting it would only add a message per push.
 WHOLE_BELOW_BYTES = 64 * 1024
 WILDCARDS = ("0.0.0.0", "*", "::")  # bind addresses meaning every interface: no client can dial them
@@ -78,13 +80,13 @@ def owned(specs: dict, shard: int) -> dict:
 def split_by_owner(spec: ParamSpec, rows: np.ndarray):
     """Group sparse row indices by owner: yields ``(shard, selector)`` where selector picks that shard's rows.
 
-    ``selector`` is a slice (a view, no copy) when each owner's rows form one run, as they do for sorted rows;
-    otherwise an index array.
+    rows: 1-D contiguous int64 (as the client checks them). ``selector`` is a slice (a view, no copy) when
+    each owner's rows form one run, as they do for sorted rows; otherwise an index array.
     """
     if len(spec.ranges) == 1:
         yield spec.ranges[0][0], slice(None)
         return
-    if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()):
+    if kernels.ascending(rows):
         # Sorted rows, the usual case (word2vec's rows come from np.flatnonzero): a binary search per range
         # boundary instead of an owner lookup per row. Rows are known to be below n_rows.
         cuts = rows.searchsorted([lo for _, lo, _ in spec.ranges] + [spec.n_rows]).tolist()

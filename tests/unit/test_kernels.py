@@ -311,6 +311,36 @@ def test_index_words_bad_input(impl):
         impl.index_words([["a"]], {"a": 0}, (1 << 32) + 1)
 
 
+# --- ascending -----------------------------------------------------------------
+@pytest.mark.parametrize("values, expected", [
+    ((), True),
+    ((7,), True),
+    ((1, 1, 2, 9), True),                   # repeats do not go down
+    ((1, 2, 9, 8), False),                  # only the last pair
+    ((3, 1, 2), False),                     # only the first pair
+    ((-2**63, 0, 2**63 - 1), True),         # the int64 extremes: no overflow in the comparison
+    ((2**63 - 1, -2**63), False),
+])
+def test_ascending(impl, values, expected):
+    assert impl.ascending(rows(*values)) is expected
+
+
+def test_ascending_unaligned_readonly_and_bad_input(impl):
+    assert impl.ascending(unaligned_readonly(rows(3, 4, 12))) is True
+    assert impl.ascending(unaligned_readonly(rows(3, 12, 4))) is False
+    with pytest.raises(TypeError, match="int64"):
+        impl.ascending(np.array([1, 2], np.int32))
+
+
+def test_ascending_matches_twin(core, ref):
+    values = np.sort(np.random.default_rng(4).integers(0, 10**6, 100_000)).astype(np.int64)
+    assert core.ascending(values) is ref.ascending(values) is True
+    for where in (1, 50_000, len(values) - 1):  # one step down, at the start, the middle, the end
+        broken = values.copy()
+        broken[where] = broken[where - 1] - 1
+        assert core.ascending(broken) is ref.ascending(broken) is False
+
+
 # --- first_row_outside -------------------------------------------------------
 @pytest.mark.parametrize("values, lo, hi, expected", [
     ((5, 6, 9), 5, 10, -1),                 # both ends of the range inside
@@ -466,5 +496,5 @@ def test_kernels_selector():
     assert kernels.IMPLEMENTATION == expected
     module = importlib.import_module("deepdist._core_ref" if expected == "numpy" else "deepdist._core")
     for name in ("axpy", "scatter_add", "scatter", "gather", "nonzero_rows", "max_abs", "first_row_outside",
-                 "index_words"):
+                 "ascending", "index_words"):
         assert getattr(kernels, name) is getattr(module, name)
