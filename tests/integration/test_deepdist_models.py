@@ -208,13 +208,21 @@ def push_nan(model, data):
     return {"W": np.full_like(model.W, np.nan)}
 
 
-def test_a_bad_update_fails_the_job_and_writes_nothing(spark_context):
-    model = types.SimpleNamespace(W=np.ones(5))
+def push_as_much_again(model, data):
+    """A diverging model's update: its values again, which from 1e308 passes float64's largest, 1.8e308."""
+    list(data)
+    return {"W": model.W.copy()}
+
+
+@pytest.mark.parametrize("gradient, start, error", [(push_nan, 1.0, "NaN or infinity"),
+                                                    (push_as_much_again, 1e308, "to infinity")])
+def test_a_bad_update_fails_the_job_and_writes_nothing(spark_context, gradient, start, error):
+    model = types.SimpleNamespace(W=np.full(5, start))
     rdd = spark_context.parallelize(range(10), 2)
     with DeepDist(model, params=["W"], progress=False) as dd:
-        with pytest.raises(Exception, match="NaN or infinity"):
-            dd.train(rdd, push_nan)
-        np.testing.assert_array_equal(dd.model.W, 1.0)
+        with pytest.raises(Exception, match=error):
+            dd.train(rdd, gradient)
+        np.testing.assert_array_equal(dd.model.W, start)
 
 
 def test_unknown_parameter_names_are_refused():
