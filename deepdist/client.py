@@ -46,7 +46,7 @@ class Client:
         self.answer_limits = [P.pull_answer_limit(address.max_message_bytes, size) for size in owned]
         # What a pull of a whole parameter asks each shard, and where each answer goes: the same every time.
         self.whole_pulls = {spec.name: [(shard, P.Item(self.index[spec.name], P.KIND_DENSE,
-                                                      P.DTYPE_CODES[np.dtype(spec.dtype)], hi - lo), slice(lo, hi))
+                                                      P.DTYPE_CODES[self.dtypes[spec.name]], hi - lo), slice(lo, hi))
                                         for shard, lo, hi in spec.ranges] for spec in address.params}
         self.timeout = timeout
         self.window = window
