@@ -3,7 +3,9 @@ doing the same work, with a plain memcpy (np.copyto) of the same bytes beside
 each as the memory-bandwidth limit.
 
 Rates are M rows/s for the row kernels and GB/s (1e9 bytes of parameters
-written, or read for the scans) for the dense ones.  Each is the median of
+written, or read for the scans) for the dense ones; on the half-precision wire
+GB/s counts the float32 side (read by narrow, written by widen and axpy), so
+that it compares with the float32 rows.  Each is the median of
 --repeat timed runs after a warm-up run; the runs of deepdist, the baseline and
 memcpy are interleaved, so that load from other processes hits them alike
 (the JSON also has the best run of each).  The ratio is the median of the
@@ -71,6 +73,7 @@ def main():
     index = rng.integers(0, rows, rows)
     update = rng.standard_normal((rows, dim), dtype=np.float32)
     out = np.empty_like(update)
+    update16 = update.astype(np.float16)  # the same update on the half-precision wire
     sparse = np.zeros((rows, dim), np.float32)
     live = rng.random(rows) < NONZERO_FRACTION
     sparse[live] = rng.standard_normal((int(live.sum()), dim), dtype=np.float32)
@@ -79,6 +82,7 @@ def main():
     n = args.dense_mb * 2**20 // 4
     a = np.zeros(n, np.float32)
     b = np.full(n, 0.5, np.float32)
+    b16 = b.astype(np.float16)  # b on the half-precision wire
     gb = n * 4 / 1e9
 
     results = [
@@ -90,6 +94,10 @@ def main():
                 lambda: _core.scatter_add(table, index, update),
                 "_core_ref.scatter_add", lambda: _core_ref.scatter_add(table, index, update),
                 update.nbytes, None, repeat),
+        measure("scatter_add float16 src", "M rows/s", mrows,
+                lambda: _core.scatter_add(table, index, update16),
+                "float32 src", lambda: _core.scatter_add(table, index, update),
+                update16.nbytes, None, repeat),
         measure("gather", "M rows/s", mrows,
                 lambda: _core.gather(table, index, out),
                 "np.take(out=)", lambda: np.take(table, index, axis=0, out=out),
@@ -106,6 +114,18 @@ def main():
                 lambda: _core.axpy(a, b, ALPHA),
                 "a += alpha * b", lambda: np.add(a, ALPHA * b, out=a),
                 a.nbytes, 1.0, repeat),
+        measure("narrow float32->float16", "GB/s", gb,
+                lambda: _core.narrow(b, b16),
+                "np.copyto(unsafe)", lambda: np.copyto(b16, b, casting="unsafe"),
+                b.nbytes, None, repeat),
+        measure("widen float16->float32", "GB/s", gb,
+                lambda: _core.widen(b16, a),
+                "np.copyto", lambda: np.copyto(a, b16),
+                a.nbytes, None, repeat),
+        measure("axpy alpha=1 float16 src", "GB/s", gb,
+                lambda: _core.axpy(a, b16),
+                "a += b16", lambda: np.add(a, b16, out=a),
+                a.nbytes, None, repeat),
         measure("max_abs", "GB/s", gb,
                 lambda: _core.max_abs(b),
                 "abs(b).max()", lambda: np.abs(b).max(),

@@ -3,7 +3,11 @@
 and one that finds the vocabulary rows a chunk of word2vec sentences touches.
 
 Every update kernel exists for float32 and float64 (``cython.floating``); all arguments
-of one call must share the dtype, there is no silent casting.  Inputs are
+of one call must share the dtype, there is no silent casting, with one exception:
+the half-precision wire.  axpy, scatter_add and gather also take float16 on the
+wire side (the update, the pulled rows) of float32 parameters, and narrow /
+widen convert whole frames; rounding to float16 is IEEE's nearest, ties to
+even, exactly as numpy's ``astype(np.float16)``.  Inputs are
 ``const`` memoryviews, so read-only buffers such as ``np.frombuffer`` over a
 received ZeroMQ frame are accepted without a copy.
 
@@ -21,13 +25,23 @@ numpy runs ``a += b`` with AVX2 when the CPU has it, and an SSE2 loop stayed
 ``target_clones`` can compile it for baseline and for AVX2 and pick one when
 the module loads (x86-64 with glibc; elsewhere it is the baseline loop).
 
+The float16 conversions lose most to the baseline ISA: in portable C each
+takes a dozen integer operations and branches per element, where x86's F16C
+converts eight in one instruction (numpy's astype runs at 1-2 GB/s, the F16C
+loops at memory speed).  target_clones cannot name F16C, so those loops are
+compiled with ``target("avx,f16c")`` and picked through function pointers
+when the module loads, if the CPU has F16C (x86-64 with GCC >= 11 or clang >=
+18, whose ``__builtin_cpu_supports`` know it); the portable loops serve
+everywhere else and for the last 1-7 elements of every F16C loop.  Both give
+the same bits, NaNs included (quieted, the payload cut as F16C cuts it).
+
 ``deepdist._core_ref`` is the NumPy twin of this module: same functions, same
 exceptions, same results.
 """
 
 cimport cython
 from cython cimport floating
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
@@ -98,8 +112,188 @@ cdef extern from *:
             }                                                                   \
             return largest;                                                     \
         }
+    DEEPDIST_DEFINE_MAX_MASKED(deepdist_max_masked_16, int16_t)
     DEEPDIST_DEFINE_MAX_MASKED(deepdist_max_masked_32, int32_t)
     DEEPDIST_DEFINE_MAX_MASKED(deepdist_max_masked_64, int64_t)
+
+    /* The half-precision wire, portable: one element at a time, converted
+       on bit patterns, so that no FPU mode (flush-to-zero set by another
+       library, say) can change a conversion. */
+
+    /* The float16 nearest the float32 with bit pattern x, ties to even.  A NaN
+       stays NaN, quieted and with its payload cut to the top 10 bits: what
+       F16C does, so that both kinds of loop give the same bits. */
+    static inline uint16_t deepdist_narrow_one(uint32_t x)
+    {
+        uint32_t sign = x >> 16 & 0x8000, a = x & 0x7fffffff, shift, kept, rest, tie;
+        if (a > 0x7f800000)                     /* NaN */
+            return (uint16_t)(sign | 0x7e00 | (a >> 13 & 0x3ff));
+        if (a >= 0x477ff000)                    /* from 65520, halfway from 65504 to 2**16: inf (ties to even) */
+            return (uint16_t)(sign | 0x7c00);
+        if (a >= 0x38800000) {                  /* from 2**-14: a normal float16 */
+            a -= (127 - 15) << 23;              /* rebias the exponent */
+            /* Drop 13 significand bits, rounding half to even; a carry out
+               of the significand steps the exponent up, as it should. */
+            return (uint16_t)(sign | (a + 0xfff + (a >> 13 & 1)) >> 13);
+        }
+        if (a <= 0x33000000)                    /* up to 2**-25, half the smallest subnormal: 0 (ties to even) */
+            return (uint16_t)sign;
+        /* A subnormal float16 k * 2**-24 (k = 0x400, the smallest normal, if
+           it rounds up): k is the significand with its implicit bit, shifted
+           right by 150 - 24 - exponent, rounded half to even. */
+        shift = 126 - (a >> 23);                /* 14 to 24 */
+        a = (a & 0x7fffff) | 0x800000;
+        kept = a >> shift;
+        rest = a & ((1u << shift) - 1);
+        tie = 1u << (shift - 1);
+        return (uint16_t)(sign | (kept + (rest > tie || (rest == tie && (kept & 1)))));
+    }
+
+    /* The float32 equal to the float16 with bit pattern h (NaN quieted, its
+       payload kept, as F16C does). */
+    static inline float deepdist_widen_one(uint16_t h)
+    {
+        uint32_t sign = (uint32_t)(h & 0x8000) << 16, a = h & 0x7fff, bits;
+        float x;
+        if (a >= 0x7c00) {                      /* inf or NaN */
+            bits = sign | 0x7f800000 | (a & 0x3ff) << 13 | (a > 0x7c00 ? 0x400000 : 0);
+        } else if (a >= 0x400) {                /* normal: rebias the exponent */
+            bits = sign | (a + ((127 - 15) << 10)) << 13;
+        } else {
+            /* Zero or subnormal, a * 2**-24: an exact product, and a normal
+               float32 unless 0, so no FPU mode touches it. */
+            x = (float)a * (1.0f / 16777216.0f);
+            memcpy(&bits, &x, sizeof(bits));
+            bits |= sign;
+        }
+        memcpy(&x, &bits, sizeof(x));
+        return x;
+    }
+
+    /* dst[i] = src[i] rounded to float16 (n float32 at src, n float16 at dst),
+       both at any byte address. */
+    static void deepdist_narrow_portable(char *dst, const char *src, Py_ssize_t n)
+    {
+        Py_ssize_t i;
+        uint32_t x;
+        uint16_t h;
+        for (i = 0; i < n; i++) {
+            memcpy(&x, src + 4 * i, 4);
+            h = deepdist_narrow_one(x);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    }
+
+    /* dst[i] = src[i] (n float16 at src, n float32 at dst), at any address. */
+    static void deepdist_widen_portable(char *dst, const char *src, Py_ssize_t n)
+    {
+        Py_ssize_t i;
+        uint16_t h;
+        float x;
+        for (i = 0; i < n; i++) {
+            memcpy(&h, src + 2 * i, 2);
+            x = deepdist_widen_one(h);
+            memcpy(dst + 4 * i, &x, 4);
+        }
+    }
+
+    /* dst[i] += alpha * src[i] (n float16 at src, n float32 at dst), the
+       product rounded to float32 first, as numpy's dst += alpha * src rounds
+       it; alpha == 1 adds src[i] itself, as in deepdist_axpy_f32. */
+    static void deepdist_axpy_half_portable(char *dst, const char *src, float alpha, Py_ssize_t n)
+    {
+        Py_ssize_t i;
+        uint16_t h;
+        float y;
+        for (i = 0; i < n; i++) {
+            memcpy(&h, src + 2 * i, 2);
+            memcpy(&y, dst + 4 * i, 4);
+            if (alpha == 1)
+                y += deepdist_widen_one(h);
+            else
+                y += alpha * deepdist_widen_one(h);
+            memcpy(dst + 4 * i, &y, 4);
+        }
+    }
+
+    /* The same three with F16C, eight elements per instruction, and the
+       portable loops for the rest.  The loadu/storeu intrinsics are unaligned
+       accesses, whatever their pointer types say.  GCC 11 and clang 18 are the
+       first whose __builtin_cpu_supports knows "f16c". */
+    #if defined(__x86_64__) && ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) \\
+                                || (defined(__clang__) && __clang_major__ >= 18))
+    #include <immintrin.h>
+    #define DEEPDIST_HAVE_F16C 1
+    #define DEEPDIST_F16C __attribute__((target("avx,f16c")))
+
+    static inline DEEPDIST_F16C __m256 deepdist_load_halves(const char *src)
+    {
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)src));
+    }
+
+    static DEEPDIST_F16C void deepdist_narrow_f16c(char *dst, const char *src, Py_ssize_t n)
+    {
+        Py_ssize_t i;
+        for (i = 0; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(dst + 2 * i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps((const float *)(src + 4 * i)),
+                                             _MM_FROUND_TO_NEAREST_INT));
+        deepdist_narrow_portable(dst + 2 * i, src + 4 * i, n - i);
+    }
+
+    static DEEPDIST_F16C void deepdist_widen_f16c(char *dst, const char *src, Py_ssize_t n)
+    {
+        Py_ssize_t i;
+        for (i = 0; i + 8 <= n; i += 8)
+            _mm256_storeu_ps((float *)(dst + 4 * i), deepdist_load_halves(src + 2 * i));
+        deepdist_widen_portable(dst + 4 * i, src + 2 * i, n - i);
+    }
+
+    static DEEPDIST_F16C void deepdist_axpy_half_f16c(char *dst, const char *src, float alpha, Py_ssize_t n)
+    {
+        Py_ssize_t i;
+        __m256 y, alphas = _mm256_set1_ps(alpha);
+        if (alpha == 1) {
+            for (i = 0; i + 8 <= n; i += 8) {
+                y = _mm256_add_ps(_mm256_loadu_ps((const float *)(dst + 4 * i)), deepdist_load_halves(src + 2 * i));
+                _mm256_storeu_ps((float *)(dst + 4 * i), y);
+            }
+        } else {
+            for (i = 0; i + 8 <= n; i += 8) {
+                y = _mm256_add_ps(_mm256_loadu_ps((const float *)(dst + 4 * i)),
+                                  _mm256_mul_ps(alphas, deepdist_load_halves(src + 2 * i)));
+                _mm256_storeu_ps((float *)(dst + 4 * i), y);
+            }
+        }
+        deepdist_axpy_half_portable(dst + 4 * i, src + 2 * i, alpha, n - i);
+    }
+    #endif
+
+    /* The loops the kernels call: portable until deepdist_pick_half_loops
+       says otherwise. */
+    static void (*deepdist_narrow)(char *, const char *, Py_ssize_t) = deepdist_narrow_portable;
+    static void (*deepdist_widen)(char *, const char *, Py_ssize_t) = deepdist_widen_portable;
+    static void (*deepdist_axpy_half)(char *, const char *, float, Py_ssize_t) = deepdist_axpy_half_portable;
+
+    /* Points them at the F16C loops if f16c is set and the CPU has F16C (and
+       the OS saves the AVX registers, which "avx" checks), else at the
+       portable ones.  Returns whether F16C is in use. */
+    static int deepdist_pick_half_loops(int f16c)
+    {
+    #ifdef DEEPDIST_HAVE_F16C
+        __builtin_cpu_init();
+        if (f16c && __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c")) {
+            deepdist_narrow = deepdist_narrow_f16c;
+            deepdist_widen = deepdist_widen_f16c;
+            deepdist_axpy_half = deepdist_axpy_half_f16c;
+            return 1;
+        }
+    #endif
+        deepdist_narrow = deepdist_narrow_portable;
+        deepdist_widen = deepdist_widen_portable;
+        deepdist_axpy_half = deepdist_axpy_half_portable;
+        return 0;
+    }
     """
     void _prefetch_read "DEEPDIST_PREFETCH_READ"(const void *p) noexcept nogil
     void _prefetch_write "DEEPDIST_PREFETCH_WRITE"(const void *p) noexcept nogil
@@ -111,6 +305,17 @@ cdef extern from *:
                                                     int32_t mask) noexcept nogil
     int64_t _max_masked_64 "deepdist_max_masked_64"(const char *src, Py_ssize_t n,
                                                     int64_t mask) noexcept nogil
+    int16_t _max_masked_16 "deepdist_max_masked_16"(const char *src, Py_ssize_t n,
+                                                    int16_t mask) noexcept nogil
+    float _widen_one "deepdist_widen_one"(uint16_t h) noexcept nogil
+    # Function pointers, set by _pick_half_loops.
+    void _narrow_loop "deepdist_narrow"(char *dst, const char *src, Py_ssize_t n) noexcept nogil
+    void _widen_loop "deepdist_widen"(char *dst, const char *src, Py_ssize_t n) noexcept nogil
+    void _axpy_half_loop "deepdist_axpy_half"(char *dst, const char *src, float alpha,
+                                              Py_ssize_t n) noexcept nogil
+    bint _pick_half_loops "deepdist_pick_half_loops"(bint f16c) noexcept nogil
+
+_pick_half_loops(True)
 
 
 # What the Cython kernels read: row indices, and floats as bit patterns.
@@ -215,6 +420,26 @@ cdef void _gather_kernel(const floating[:, ::1] src, const int64_t *rows,
         memcpy(&out[i, 0], &src[_load(rows, i), 0], row_bytes)
 
 
+cdef void _scatter_add_half_kernel(float[:, ::1] dst, const int64_t *rows,
+                                   const uint16_t[:, ::1] src, float alpha) noexcept nogil:
+    """_scatter_add_kernel for float16 src (bit patterns): dst[rows[i], :] += alpha * src[i, :]."""
+    cdef Py_ssize_t i, n = src.shape[0], dim = src.shape[1]
+    for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            _prefetch_lines(&dst[_load(rows, i + _PREFETCH_AHEAD), 0], dim * sizeof(float), True)
+        _axpy_half_loop(<char *>&dst[_load(rows, i), 0], <const char *>&src[i, 0], alpha, dim)
+
+
+cdef void _gather_half_kernel(const float[:, ::1] src, const int64_t *rows,
+                              uint16_t[:, ::1] out) noexcept nogil:
+    """_gather_kernel into float16 out (bit patterns): out[i, :] = src[rows[i], :] rounded to float16."""
+    cdef Py_ssize_t i, n = out.shape[0], dim = out.shape[1]
+    for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            _prefetch_lines(&src[_load(rows, i + _PREFETCH_AHEAD), 0], dim * sizeof(float), False)
+        _narrow_loop(<char *>&out[i, 0], <const char *>&src[_load(rows, i), 0], dim)
+
+
 cdef void _scatter_kernel(floating[:, ::1] dst, const int64_t *rows,
                           const floating[:, ::1] src) noexcept nogil:
     """dst[rows[i], :] = src[i, :]  for i = 0, 1, ..., len(src) - 1 (in order: a
@@ -265,6 +490,16 @@ cdef int _axpy(floating[::1] dst, const floating[::1] src, double alpha) except 
     return 0
 
 
+cdef int _axpy_half(float[::1] dst, const uint16_t[::1] src, double alpha) except -1:
+    cdef Py_ssize_t n = dst.shape[0]
+    if src.shape[0] != n:
+        raise ValueError(f"axpy: dst has {n} elements but src has {src.shape[0]}")
+    if n:
+        with nogil:
+            _axpy_half_loop(<char *>&dst[0], <const char *>&src[0], <float>alpha, n)
+    return 0
+
+
 cdef bint _check_row_args(str func, str name, Py_ssize_t shape0, Py_ssize_t shape1, str table,
                           Py_ssize_t n_rows, Py_ssize_t dim, const int64_t[::1] rows) except -1:
     """What every row kernel checks before it writes: the per-row array ``name`` has shape
@@ -293,11 +528,28 @@ cdef int _scatter_add(floating[:, ::1] dst, const int64_t[::1] rows,
     return 0
 
 
+cdef int _scatter_add_half(float[:, ::1] dst, const int64_t[::1] rows,
+                           const uint16_t[:, ::1] src, double alpha) except -1:
+    if _check_row_args("scatter_add", "src", src.shape[0], src.shape[1], "dst", dst.shape[0], dst.shape[1],
+                       rows):
+        with nogil:
+            _scatter_add_half_kernel(dst, &rows[0], src, <float>alpha)
+    return 0
+
+
 cdef int _gather(const floating[:, ::1] src, const int64_t[::1] rows,
                  floating[:, ::1] out) except -1:
     if _check_row_args("gather", "out", out.shape[0], out.shape[1], "src", src.shape[0], src.shape[1], rows):
         with nogil:
             _gather_kernel(src, &rows[0], out)
+    return 0
+
+
+cdef int _gather_half(const float[:, ::1] src, const int64_t[::1] rows,
+                      uint16_t[:, ::1] out) except -1:
+    if _check_row_args("gather", "out", out.shape[0], out.shape[1], "src", src.shape[0], src.shape[1], rows):
+        with nogil:
+            _gather_half_kernel(src, &rows[0], out)
     return 0
 
 
@@ -345,6 +597,14 @@ cdef double _max_abs(const floating[::1] src) except? -1:
         return largest64
 
 
+cdef double _max_abs_half(const uint16_t[::1] src) except? -1:
+    cdef int16_t bits = 0
+    if src.shape[0]:
+        with nogil:
+            bits = _max_masked_16(<const char *>&src[0], src.shape[0], 0x7fff)
+    return _widen_one(<uint16_t>bits)
+
+
 # ---------------------------------------------------------------------------
 # Public API: dtype dispatch with explicit TypeErrors (Cython's own fused
 # dispatch would report a mismatch as ValueError("Buffer dtype mismatch ...")).
@@ -370,6 +630,33 @@ cdef bint _pair_is_float32(str func, str a_name, object a, str b_name, object b)
     return single
 
 
+cdef enum:
+    # What _wire_dtypes found.
+    _FLOAT64_BOTH
+    _FLOAT32_BOTH
+    _FLOAT16_WIRE
+
+
+cdef int _wire_dtypes(str func, str param_name, object param, str wire_name, object wire) except -1:
+    """Which dtypes a parameter-side and a wire-side array have: both float32, both float64, or float16
+    on the wire side of a float32 parameter (the half-precision wire)."""
+    if _dtype(wire) == np.float16:
+        if _is_float32(func, param_name, param):
+            return _FLOAT16_WIRE
+        raise TypeError(f"{func}: {wire_name} is float16 but {param_name} is {_dtype(param)}; float16 goes only "
+                        f"with float32")
+    return _FLOAT32_BOTH if _pair_is_float32(func, param_name, param, wire_name, wire) else _FLOAT64_BOTH
+
+
+cdef object _half_bits(object a):
+    """float16 a as its uint16 bit patterns, sharing its memory: Cython has no float16 memoryview.  Anything
+    but an ndarray goes through memoryview(), so that a non-buffer raises TypeError instead of being copied
+    (as the typed memoryviews of the other dtypes do)."""
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(memoryview(a))
+    return a.view(np.uint16)
+
+
 cdef int _check_rows(str func, object rows) except -1:
     dt = _dtype(rows)
     if dt != np.int64:
@@ -382,10 +669,14 @@ def axpy(dst, src, alpha=1.0):
 
     dst: 1-D C-contiguous writable float32/float64 array.
     src: 1-D C-contiguous array (read-only and unaligned are fine), same dtype
-    and length as dst.  alpha is rounded to the array dtype before use.
+    and length as dst, or float16 for a float32 dst (widened exactly).  alpha
+    is rounded to the dtype of dst before use, and alpha * src to it after.
     Raises TypeError on dtype mismatch, ValueError on length mismatch.
     """
-    if _pair_is_float32("axpy", "dst", dst, "src", src):
+    cdef int dtypes = _wire_dtypes("axpy", "dst", dst, "src", src)
+    if dtypes == _FLOAT16_WIRE:
+        _axpy_half(dst, _half_bits(src), alpha)
+    elif dtypes == _FLOAT32_BOTH:
         _axpy[cython.float](dst, src, alpha)
     else:
         _axpy[cython.double](dst, src, alpha)
@@ -397,12 +688,16 @@ def scatter_add(dst, rows, src, alpha=1.0):
     Repeated rows accumulate (unlike ``dst[rows] += src``).
     dst: 2-D C-contiguous writable float32/float64 array.
     rows: 1-D contiguous int64 array.  src: shape (len(rows), dst.shape[1]),
-    same dtype as dst.  Every row is bounds-checked before anything is written:
-    a row outside [0, dst.shape[0]) raises IndexError and leaves dst unchanged.
+    same dtype as dst, or float16 for a float32 dst (rounded as axpy rounds).
+    Every row is bounds-checked before anything is written: a row outside
+    [0, dst.shape[0]) raises IndexError and leaves dst unchanged.
     Raises TypeError on dtype mismatch, ValueError on shape mismatch.
     """
     _check_rows("scatter_add", rows)
-    if _pair_is_float32("scatter_add", "dst", dst, "src", src):
+    cdef int dtypes = _wire_dtypes("scatter_add", "dst", dst, "src", src)
+    if dtypes == _FLOAT16_WIRE:
+        _scatter_add_half(dst, rows, _half_bits(src), alpha)
+    elif dtypes == _FLOAT32_BOTH:
         _scatter_add[cython.float](dst, rows, src, alpha)
     else:
         _scatter_add[cython.double](dst, rows, src, alpha)
@@ -413,11 +708,15 @@ def gather(src, rows, out):
 
     src: 2-D C-contiguous float32/float64 array.  rows: 1-D contiguous int64
     array.  out: writable, shape (len(rows), src.shape[1]), same dtype as
-    src.  Rows are bounds-checked first: IndexError leaves out unchanged.
+    src, or float16 for float32 src (the rows rounded as narrow rounds).
+    Rows are bounds-checked first: IndexError leaves out unchanged.
     Raises TypeError on dtype mismatch, ValueError on shape mismatch.
     """
     _check_rows("gather", rows)
-    if _pair_is_float32("gather", "src", src, "out", out):
+    cdef int dtypes = _wire_dtypes("gather", "src", src, "out", out)
+    if dtypes == _FLOAT16_WIRE:
+        _gather_half(src, rows, _half_bits(out))
+    elif dtypes == _FLOAT32_BOTH:
         _gather[cython.float](src, rows, out)
     else:
         _gather[cython.double](src, rows, out)
@@ -523,12 +822,61 @@ def nonzero_rows(src):
 
 
 def max_abs(src):
-    """The largest |x| over 1-D contiguous float32 or float64 ``src``, as a float (0.0 if empty).
+    """The largest |x| over 1-D contiguous float32, float64 or float16 ``src``, as a float (0.0 if empty).
 
     NaN if any element is NaN, else infinity if any is +-inf: so the values are all finite exactly when
     the result is.  One pass, no branch: what a shard checks each update with, and bounds the values it
     holds by.
     """
+    if _dtype(src) == np.float16:
+        return _max_abs_half(_half_bits(src))
     if _is_float32("max_abs", "src", src):
         return _max_abs[cython.float](src)
     return _max_abs[cython.double](src)
+
+
+def narrow(src, out):
+    """out[i] = src[i] rounded to the nearest float16, for every i: what a float32 frame goes on the
+    half-precision wire as.
+
+    src: 1-D C-contiguous float32 array.  out: 1-D C-contiguous writable float16 array of the same
+    length.  Ties round to even; from +-65520 on (past +-65504, the largest float16) the result is
+    +-inf; float16 subnormals are kept; NaN stays NaN.  Both at any byte address.
+    Raises TypeError on other dtypes, ValueError on a length mismatch.
+    """
+    if _dtype(src) != np.float32 or _dtype(out) != np.float16:
+        raise TypeError(f"narrow: src must be float32 and out float16, got {_dtype(src)} and {_dtype(out)}")
+    cdef const float[::1] values = src
+    cdef uint16_t[::1] halves = _half_bits(out)
+    cdef Py_ssize_t n = values.shape[0]
+    if halves.shape[0] != n:
+        raise ValueError(f"narrow: src has {n} elements but out has {halves.shape[0]}")
+    if n:
+        with nogil:
+            _narrow_loop(<char *>&halves[0], <const char *>&values[0], n)
+
+
+def widen(src, out):
+    """out[i] = src[i], exactly, for every i: a float16 frame from the half-precision wire as float32.
+
+    src: 1-D C-contiguous float16 array.  out: 1-D C-contiguous writable float32 array of the same
+    length.  Both at any byte address.
+    Raises TypeError on other dtypes, ValueError on a length mismatch.
+    """
+    if _dtype(src) != np.float16 or _dtype(out) != np.float32:
+        raise TypeError(f"widen: src must be float16 and out float32, got {_dtype(src)} and {_dtype(out)}")
+    cdef const uint16_t[::1] halves = _half_bits(src)
+    cdef float[::1] values = out
+    cdef Py_ssize_t n = halves.shape[0]
+    if values.shape[0] != n:
+        raise ValueError(f"widen: src has {n} elements but out has {values.shape[0]}")
+    if n:
+        with nogil:
+            _widen_loop(<char *>&values[0], <const char *>&halves[0], n)
+
+
+def _use_f16c(bint f16c):
+    """For tests: run narrow, widen and the float16 paths of axpy, scatter_add and gather on the F16C loops
+    (if f16c and the CPU has F16C) or on the portable ones, which otherwise run only for loop tails and on
+    other CPUs.  Returns whether the F16C loops are in use.  The module starts with them where it can."""
+    return _pick_half_loops(f16c)

@@ -9,10 +9,11 @@ outputs), with the ValueError messages Cython uses for those.
 """
 import numpy as np
 
-__all__ = ["ascending", "axpy", "first_row_outside", "gather", "index_words", "max_abs", "nonzero_rows", "scatter",
-           "scatter_add"]
+__all__ = ["ascending", "axpy", "first_row_outside", "gather", "index_words", "max_abs", "narrow", "nonzero_rows",
+           "scatter", "scatter_add", "widen"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_HALF, _SINGLE = np.dtype(np.float16), np.dtype(np.float32)
 
 
 def _float_dtype(func, name, a):
@@ -28,6 +29,19 @@ def _same_float_dtype(func, a_name, a, b_name, b):
     if a_dtype != b_dtype:
         raise TypeError(f"{func}: {a_name} is {a_dtype} but {b_name} is {b_dtype}; "
                         f"both must have the same dtype")
+
+
+def _wire_dtypes(func, param_name, param, wire_name, wire):
+    """The dtypes of a parameter-side array and a wire-side one: equal float32 or float64, or float16 on the
+    wire side of a float32 parameter (the half-precision wire, see ``deepdist._core``)."""
+    param_dtype, wire_dtype = np.asarray(param).dtype, np.asarray(wire).dtype
+    if wire_dtype == _HALF and param_dtype == _SINGLE:
+        return
+    if wire_dtype == _HALF:
+        _float_dtype(func, param_name, param)
+        raise TypeError(f"{func}: {wire_name} is float16 but {param_name} is {param_dtype}; float16 goes only "
+                        f"with float32")
+    _same_float_dtype(func, param_name, param, wire_name, wire)
 
 
 def _check_rows(func, rows):
@@ -64,11 +78,12 @@ def _check_row_args(func, name, values, table_name, table, rows):
 
 def axpy(dst, src, alpha=1.0):
     """dst += alpha * src, in place (see ``deepdist._core.axpy``)."""
-    _same_float_dtype("axpy", "dst", dst, "src", src)
+    _wire_dtypes("axpy", "dst", dst, "src", src)
     dst, src = _view(dst, 1, writable=True), _view(src, 1)
     if src.shape[0] != dst.shape[0]:
         raise ValueError(f"axpy: dst has {dst.shape[0]} elements but src has {src.shape[0]}")
     alpha = dst.dtype.type(alpha)
+    src = src.astype(dst.dtype, copy=False)  # float16 widens exactly
     # Skips a temporary as large as src; 1 * x == x, so the result is the same.
     if alpha == 1:
         dst += src
@@ -79,19 +94,23 @@ def axpy(dst, src, alpha=1.0):
 def scatter_add(dst, rows, src, alpha=1.0):
     """dst[rows[i], :] += alpha * src[i, :] for each i (see ``deepdist._core.scatter_add``)."""
     _check_rows("scatter_add", rows)
-    _same_float_dtype("scatter_add", "dst", dst, "src", src)
+    _wire_dtypes("scatter_add", "dst", dst, "src", src)
     dst, rows, src = _view(dst, 2, writable=True), _view(rows, 1), _view(src, 2)
     _check_row_args("scatter_add", "src", src, "dst", dst, rows)
-    np.add.at(dst, rows, dst.dtype.type(alpha) * src)
+    np.add.at(dst, rows, dst.dtype.type(alpha) * src.astype(dst.dtype, copy=False))
 
 
 def gather(src, rows, out):
     """out[i, :] = src[rows[i], :] for each i (see ``deepdist._core.gather``)."""
     _check_rows("gather", rows)
-    _same_float_dtype("gather", "src", src, "out", out)
+    _wire_dtypes("gather", "src", src, "out", out)
     src, rows, out = _view(src, 2), _view(rows, 1), _view(out, 2, writable=True)
     _check_row_args("gather", "out", out, "src", src, rows)
-    np.take(src, rows, axis=0, out=out)
+    if out.dtype == src.dtype:
+        np.take(src, rows, axis=0, out=out)
+    else:  # float32 rows to float16, rounded as narrow rounds
+        with np.errstate(over="ignore"):
+            out[...] = np.take(src, rows, axis=0)
 
 
 def scatter(dst, rows, src):
@@ -153,8 +172,34 @@ def nonzero_rows(src):
     return np.flatnonzero(np.any(src != 0, axis=1)).astype(np.int64, copy=False)
 
 
+def narrow(src, out):
+    """out[i] = src[i] rounded to the nearest float16 (ties to even; past +-65504 +-inf; NaN stays NaN), for
+    float32 src and float16 out, 1-D contiguous and of one length."""
+    if np.asarray(src).dtype != _SINGLE or np.asarray(out).dtype != _HALF:
+        raise TypeError(f"narrow: src must be float32 and out float16, got {np.asarray(src).dtype} and "
+                        f"{np.asarray(out).dtype}")
+    src, out = _view(src, 1), _view(out, 1, writable=True)
+    if src.shape[0] != out.shape[0]:
+        raise ValueError(f"narrow: src has {src.shape[0]} elements but out has {out.shape[0]}")
+    with np.errstate(over="ignore"):
+        out[...] = src
+
+
+def widen(src, out):
+    """out[i] = src[i], exactly, for float16 src and float32 out, 1-D contiguous and of one length."""
+    if np.asarray(src).dtype != _HALF or np.asarray(out).dtype != _SINGLE:
+        raise TypeError(f"widen: src must be float16 and out float32, got {np.asarray(src).dtype} and "
+                        f"{np.asarray(out).dtype}")
+    src, out = _view(src, 1), _view(out, 1, writable=True)
+    if src.shape[0] != out.shape[0]:
+        raise ValueError(f"widen: src has {src.shape[0]} elements but out has {out.shape[0]}")
+    out[...] = src
+
+
 def max_abs(src):
-    """The largest |x| over 1-D contiguous src (0.0 if empty): NaN if any is NaN, else inf if any is +-inf."""
-    _float_dtype("max_abs", "src", src)
+    """The largest |x| over 1-D contiguous src (0.0 if empty): NaN if any is NaN, else inf if any is +-inf.
+    src is float32, float64 or float16."""
+    if np.asarray(src).dtype != _HALF:
+        _float_dtype("max_abs", "src", src)
     src = _view(src, 1)
     return float(np.max(np.abs(src))) if len(src) else 0.0

@@ -13,17 +13,17 @@ the NumPy kernels on purpose.
 import os
 
 __all__ = ["IMPLEMENTATION", "ascending", "axpy", "first_row_outside", "gather", "index_words", "max_abs",
-           "nonzero_rows", "scatter", "scatter_add"]
+           "narrow", "nonzero_rows", "scatter", "scatter_add", "widen"]
 
 if os.environ.get("DEEPDIST_PURE_PYTHON") == "1":
     from ._core_ref import (ascending, axpy, first_row_outside, gather, index_words, max_abs,
-                           nonzero_rows, scatter, scatter_add)
+                           narrow, nonzero_rows, scatter, scatter_add, widen)
 
     IMPLEMENTATION = "numpy"
 else:
     try:
         from ._core import (ascending, axpy, first_row_outside, gather, index_words, max_abs,
-                           nonzero_rows, scatter, scatter_add)
+                           narrow, nonzero_rows, scatter, scatter_add, widen)
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}._core":
             raise
