@@ -31,14 +31,24 @@ class Client:
     timeout: seconds to wait for any one reply or send before raising ShardTimeout.
     window: unacknowledged pushes allowed per shard before ``push`` waits for acknowledgements.
     sparsify: send a dense delta as sparse rows when that is fewer bytes (most rows zero).
+    wire_dtype: None (values travel in their parameter's dtype) or ``"float16"``: the half-precision wire. The
+        values of float32 parameters then travel as float16, half the bytes: pushed values are rounded to
+        float16 before they are sent (and must lie within +-65504), pulls return float32 arrays of the values
+        rounded to float16. The parameters stay float32 on the shards, which add the pushes in float32.
     """
 
-    def __init__(self, address, timeout: float = 60.0, window: int = 32, sparsify: bool = True):
+    def __init__(self, address, timeout: float = 60.0, window: int = 32, sparsify: bool = True,
+                 wire_dtype=None):
         self.address = address
         self.specs = {spec.name: spec for spec in address.params}
         self.index = {spec.name: i for i, spec in enumerate(address.params)}
         self.dtypes = {spec.name: np.dtype(spec.dtype) for spec in address.params}
-        self.row_bytes = {spec.name: spec.row_size * self.dtypes[spec.name].itemsize for spec in address.params}
+        half = check_wire_dtype(wire_dtype) is not None
+        # The dtype each parameter's values travel in: float16 for float32 parameters on the half wire.
+        self.wire = {name: P.DTYPES[P.HALF_CODE] if half and dtype == P.HALF_FOR else dtype
+                     for name, dtype in self.dtypes.items()}
+        self.wire_codes = {name: P.DTYPE_CODES[dtype] for name, dtype in self.wire.items()}
+        self.row_bytes = {spec.name: spec.row_size * self.wire[spec.name].itemsize for spec in address.params}
         owned = [0] * len(address.endpoints)
         for spec in address.params:
             for shard, lo, hi in spec.ranges:
@@ -46,7 +56,7 @@ class Client:
         self.answer_limits = [P.pull_answer_limit(address.max_message_bytes, size) for size in owned]
         # What a pull of a whole parameter asks each shard, and where each answer goes: the same every time.
         self.whole_pulls = {spec.name: [(shard, P.Item(self.index[spec.name], P.KIND_DENSE,
-                                                      P.DTYPE_CODES[self.dtypes[spec.name]], hi - lo), slice(lo, hi))
+                                                      self.wire_codes[spec.name], hi - lo), slice(lo, hi))
                                         for shard, lo, hi in spec.ranges] for spec in address.params}
         self.timeout = timeout
         self.window = window
@@ -128,7 +138,7 @@ class Client:
             else:
                 wanted = self.check_row_indices(spec, rows_of[name])
                 shapes[name] = (len(wanted),) + spec.row_shape
-                code = P.DTYPE_CODES[self.dtypes[name]]
+                code = self.wire_codes[name]
                 for shard, selector in split_by_owner(spec, wanted):
                     part = wanted[selector]
                     per_shard[shard].append((P.Item(self.index[name], P.KIND_ROWS, code, len(part)), [part]))
@@ -203,34 +213,52 @@ class Client:
 
     # -- cutting an update by owner ------------------------------------------------------------------------
     def cut_dense(self, spec, delta, per_shard) -> None:
-        dtype_code = P.DTYPE_CODES[delta.dtype]
+        dtype_code, wire = self.wire_codes[spec.name], self.wire[spec.name]
         flat = delta.reshape(spec.n_rows, -1)
         for shard, lo, hi in spec.ranges:
             part = flat[lo:hi]
             if self.sparsify and not looks_dense(part):
                 nonzero = kernels.nonzero_rows(part)
                 # Rows cost their values plus an 8-byte index: cheaper once most rows are zero.
-                if len(nonzero) * (part.shape[1] * part.itemsize + 8) < part.nbytes:
+                if len(nonzero) * (part.shape[1] * wire.itemsize + 8) < part.size * wire.itemsize:
                     if len(nonzero):
-                        values = np.empty((len(nonzero), part.shape[1]), part.dtype)
+                        values = np.empty((len(nonzero), part.shape[1]), wire)
                         kernels.gather(part, nonzero, values)
                         per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_ROWS, dtype_code,
-                                                        len(nonzero)), [nonzero + lo, values]))
+                                                        len(nonzero)), [nonzero + lo, self.fits(spec, values)]))
                     continue
-            per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_DENSE, dtype_code, hi - lo), [part]))
+            per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_DENSE, dtype_code, hi - lo),
+                                     [self.to_wire(spec, part)]))
 
     def cut_rows(self, spec, rows, values, per_shard) -> None:
-        dtype_code = P.DTYPE_CODES[values.dtype]
+        dtype_code, wire = self.wire_codes[spec.name], self.wire[spec.name]
         flat = values.reshape(len(rows), spec.row_size)  # -1 cannot be worked out for no rows
         for shard, selector in split_by_owner(spec, rows):
             part_rows = rows[selector]
             if isinstance(selector, slice):
-                part_values = flat[selector]
+                part_values = self.to_wire(spec, flat[selector])
             else:
-                part_values = np.empty((len(selector), flat.shape[1]), flat.dtype)
+                part_values = np.empty((len(selector), flat.shape[1]), wire)
                 kernels.gather(flat, selector, part_values)
+                self.fits(spec, part_values)
             per_shard[shard].append((P.Item(self.index[spec.name], P.KIND_ROWS, dtype_code, len(part_rows)),
                                      [part_rows, part_values]))
+
+    def to_wire(self, spec, values) -> np.ndarray:
+        """``values`` (contiguous rows) in the dtype they travel in: themselves, or rounded to float16."""
+        wire = self.wire[spec.name]
+        if values.dtype == wire:
+            return values
+        half = np.empty(values.shape, wire)
+        kernels.narrow(values.reshape(-1), half.reshape(-1))
+        return self.fits(spec, half)
+
+    def fits(self, spec, values) -> np.ndarray:
+        """``values`` if they are not float16 values that overflowed, else a ValueError (nothing is sent)."""
+        if values.dtype == self.dtypes[spec.name] or math.isfinite(kernels.max_abs(values.reshape(-1))):
+            return values
+        raise ValueError(f"values for '{spec.name}' do not fit float16 (beyond +-{np.finfo(np.float16).max:g}, "
+                         f"or not finite): push them with wire_dtype=None")
 
     # -- the wire ------------------------------------------------------------------------------------------
     def request(self, op: int, per_shard: dict, scale: float = 1.0) -> int:
@@ -326,25 +354,46 @@ class PendingPull:
             for shard, seq in self.earlier.items():
                 client.read_replies(shard, seq)
             client.raise_failures()
-            self.out = {name: assemble(client.dtypes[name], shape, parts[name])
+            self.out = {name: assemble(client.dtypes[name], client.wire[name], shape, parts[name])
                         for name, shape in self.shapes.items()}
         return self.out
 
 
-def assemble(dtype, shape, parts) -> np.ndarray:
-    """One array of ``shape`` from the frames of its parts, ``[(rows selector, frame)]``.
+def assemble(dtype, wire, shape, parts) -> np.ndarray:
+    """One array of ``dtype`` and ``shape`` from the frames of its parts, ``[(rows selector, frame)]``, whose
+    values are ``wire`` (float16 from the half-precision wire is widened as it is copied).
 
     A reply frame is a private, writable buffer the shard copied for this client, so an array answered by
-    one frame is that frame, with no copy; one answered by several shards is copied together.
+    one frame in its own dtype is that frame, with no copy; one answered by several shards is copied together.
     """
-    if len(parts) == 1 and len(parts[0][1]) == math.prod(shape) * dtype.itemsize:
+    if wire == dtype and len(parts) == 1 and len(parts[0][1]) == math.prod(shape) * dtype.itemsize:
         return np.frombuffer(parts[0][1], dtype).reshape(shape)
     out = np.empty(shape, dtype)
     flat = out.reshape(shape[0], math.prod(shape[1:]))  # -1 cannot be worked out for no rows
     for selector, frame in parts:
-        values = np.frombuffer(frame, dtype)
-        flat[selector] = values.reshape(-1, flat.shape[1])
+        values = np.frombuffer(frame, wire)
+        if wire == dtype:
+            flat[selector] = values.reshape(-1, flat.shape[1])
+        elif isinstance(selector, slice):  # a contiguous run of the result's rows
+            kernels.widen(values, flat[selector].reshape(-1))
+        else:
+            wide = np.empty(len(values), dtype)
+            kernels.widen(values, wide)
+            flat[selector] = wide.reshape(-1, flat.shape[1])
     return out
+
+
+def check_wire_dtype(wire_dtype):
+    """None, or float16's dtype for ``"float16"`` (or ``np.float16``); anything else is a ValueError."""
+    if wire_dtype is None:
+        return None
+    try:
+        dtype = np.dtype(wire_dtype)
+    except TypeError:
+        dtype = None
+    if dtype != P.DTYPES[P.HALF_CODE]:
+        raise ValueError(f"wire_dtype must be None (each parameter's own dtype) or 'float16', got {wire_dtype!r}")
+    return dtype
 
 
 def looks_dense(part: np.ndarray) -> bool:

@@ -28,9 +28,12 @@ KIND_DENSE = 1
 KIND_ROWS = 2
 KINDS = {KIND_DENSE: "DENSE", KIND_ROWS: "ROWS"}
 
-# dtype codes: parameters are float32 or float64; row indices are always little-endian int64.
-DTYPE_CODES = {np.dtype("<f4"): 1, np.dtype("<f8"): 2}
+# dtype codes: parameters are float32 or float64; row indices are always little-endian int64. float16 is
+# the half-precision wire: the values of a float32 parameter may travel as float16 (a push's values, or what
+# a pull asks its answer in), half the bytes, rounded to float16; the shard keeps float32.
+DTYPE_CODES = {np.dtype("<f4"): 1, np.dtype("<f8"): 2, np.dtype("<f2"): 3}
 DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+HALF_CODE, HALF_FOR = DTYPE_CODES[np.dtype("<f2")], np.dtype("<f4")  # float16 travels for float32 parameters
 ROW_DTYPE = np.dtype("<i8")
 
 # Reply status.
@@ -44,7 +47,8 @@ ERR_VERSION = 2        # protocol version this shard does not speak
 ERR_OP = 3             # unknown operation or item kind
 ERR_SERVER = 4         # the request names another server (stale address, port reused)
 ERR_PARAM = 5          # unknown parameter index, or the parameter has no rows on this shard
-ERR_DTYPE = 6          # dtype code differs from the parameter's
+ERR_DTYPE = 6          # dtype code differs from the parameter's (and is not float16 for float32), or a
+                       # float16 answer cannot carry the values (beyond +-65504)
 ERR_SHAPE = 7          # row count or values size does not match
 ERR_ROWS = 8           # a row index outside the rows this shard owns
 ERR_NONFINITE = 9      # NaN or infinity in values or scale, or sums that would overflow to infinity

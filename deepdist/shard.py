@@ -162,10 +162,10 @@ class Shard:
                 if item.n_rows != param.hi - param.lo:
                     raise P.ProtocolError(P.ERR_SHAPE, f"dense update of '{param.name}' has {item.n_rows} "
                                                        f"rows, this shard owns {param.hi - param.lo}")
-                updates.append((param, None, *self.values(param, next(frames), item.n_rows)))
+                updates.append((param, None, *self.values(param, item, next(frames))))
             else:
                 rows = self.rows(param, next(frames), item.n_rows)
-                updates.append((param, rows, *self.values(param, next(frames), item.n_rows)))
+                updates.append((param, rows, *self.values(param, item, next(frames))))
         if request.client_id and request.seq <= self.last_seq.get(request.client_id, 0):
             self.counters["duplicates"] += 1
             return [P.encode_reply(P.OP_PUSH, P.STATUS_DUPLICATE, request.seq)]
@@ -253,11 +253,11 @@ class Shard:
             if param.name in selections:
                 raise P.ProtocolError(P.ERR_MALFORMED, f"'{param.name}' appears twice in one push; a custom "
                                                        f"descent takes one update per parameter")
-            if rows is None:
-                selection, summed = slice(param.lo, param.hi), values * scale
+            if rows is None:  # (float16 values from the half-precision wire become the parameter's dtype)
+                selection, summed = slice(param.lo, param.hi), values.astype(param.array.dtype, copy=False) * scale
             else:
                 selection, inverse = np.unique(rows, return_inverse=True)
-                summed = np.zeros((len(selection), values.shape[1]), values.dtype)
+                summed = np.zeros((len(selection), values.shape[1]), param.array.dtype)
                 kernels.scatter_add(summed, inverse.astype(P.ROW_DTYPE), values, scale)
             rows_now = param.rows_view(selection)
             setattr(model, param.name, rows_now.copy())
@@ -294,24 +294,33 @@ class Shard:
         for item in request.items:
             param = self.param(item)
             rows = None if item.kind == P.KIND_DENSE else self.rows(param, next(frames), item.n_rows)
-            wanted.append((param, rows))
+            wanted.append((param, rows, P.DTYPES[item.dtype]))
         # A small request may ask for the same rows, or the same parameter, many times over: refuse it before
         # allocating the answer (8 bytes of index could otherwise cost a row of answer each).
-        size = sum((param.hi - param.lo if rows is None else len(rows)) * param.array[0].nbytes
-                   for param, rows in wanted)
+        size = sum((param.hi - param.lo if rows is None else len(rows)) * param.array.shape[1] * dtype.itemsize
+                   for param, rows, dtype in wanted)
         if size > self.max_answer_bytes:
             raise P.ProtocolError(P.ERR_SHAPE, f"the pull would answer {size} bytes, more than the limit of "
                                                f"{self.max_answer_bytes} bytes (pull_answer_limit)")
         out = []
-        for param, rows in wanted:
+        for param, rows, dtype in wanted:
+            # Copies, not views of shared memory: zmq sends from its I/O thread after send() returns, and
+            # pushes applied meanwhile would tear the rows on the wire.
             if rows is None:
-                # A copy, not a view of shared memory: zmq sends from its I/O thread after send() returns,
-                # and pushes applied meanwhile would tear the rows on the wire.
-                out.append(param.array[param.lo:param.hi].copy())
+                owned = param.array[param.lo:param.hi]
+                if dtype == param.array.dtype:
+                    values = owned.copy()
+                else:
+                    values = np.empty(owned.shape, dtype)
+                    kernels.narrow(owned.reshape(-1), values.reshape(-1))
             else:
-                values = np.empty((len(rows), param.array.shape[1]), param.array.dtype)
+                values = np.empty((len(rows), param.array.shape[1]), dtype)
                 kernels.gather(param.array, rows, values)
-                out.append(values)
+            if dtype != param.array.dtype and not math.isfinite(kernels.max_abs(values.reshape(-1))):
+                raise P.ProtocolError(P.ERR_DTYPE, f"'{param.name}' holds values that float16 cannot carry "
+                                                   f"(beyond +-{np.finfo(np.float16).max:g}, or not finite): "
+                                                   f"pull it as {param.array.dtype}")
+            out.append(values)
         self.counters["pulls"] += 1
         return [P.encode_reply(P.OP_PULL, P.STATUS_OK, request.seq, n_items=len(out))] + out
 
@@ -330,9 +339,11 @@ class Shard:
         param = self.params[item.param]
         if param is None:
             raise P.ProtocolError(P.ERR_PARAM, f"parameter index {item.param} has no rows on shard {self.index}")
-        if item.dtype != param.dtype_code:
+        if item.dtype != param.dtype_code and not (item.dtype == P.HALF_CODE and param.array.dtype == P.HALF_FOR):
+            said = P.DTYPES.get(item.dtype, f"dtype code {item.dtype}")
+            why = " (float16 travels only for float32 parameters)" if item.dtype == P.HALF_CODE else ""
             raise P.ProtocolError(P.ERR_DTYPE, f"'{param.name}' is {param.array.dtype}, the request says "
-                                               f"{P.DTYPES.get(item.dtype, f'dtype code {item.dtype}')}")
+                                               f"{said}{why}")
         return param
 
     def rows(self, param: Owned, frame, n_rows: int) -> np.ndarray:
@@ -346,14 +357,15 @@ class Shard:
                                               f"[{param.lo}, {param.hi}) that shard {self.index} owns")
         return rows
 
-    def values(self, param: Owned, frame, n_rows: int) -> tuple:
-        """The update's values as rows, and their largest |value| (0.0 if not checking)."""
-        row_size, itemsize = param.array.shape[1], param.array.itemsize
-        expected = n_rows * row_size * itemsize
+    def values(self, param: Owned, item: P.Item, frame) -> tuple:
+        """The update's values as rows (in the item's dtype: float16 from the half-precision wire), and their
+        largest |value| (0.0 if not checking)."""
+        row_size, dtype, n_rows = param.array.shape[1], P.DTYPES[item.dtype], item.n_rows
+        expected = n_rows * row_size * dtype.itemsize
         if len(frame) != expected:
             raise P.ProtocolError(P.ERR_SHAPE, f"values frame of '{param.name}' is {len(frame)} bytes, "
-                                               f"{n_rows} rows of {row_size} {param.array.dtype} need {expected}")
-        values = np.frombuffer(frame.buffer, param.array.dtype).reshape(n_rows, row_size)
+                                               f"{n_rows} rows of {row_size} {dtype} need {expected}")
+        values = np.frombuffer(frame.buffer, dtype).reshape(n_rows, row_size)
         largest = kernels.max_abs(values.reshape(-1)) if self.check_finite else 0.0
         if not math.isfinite(largest):
             raise P.ProtocolError(P.ERR_NONFINITE, f"values for '{param.name}' contain NaN or infinity")

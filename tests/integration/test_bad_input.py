@@ -7,7 +7,7 @@ from deepdist import Client, ParameterServer
 from deepdist import protocol as P
 
 ROWS = 4096  # 128 KiB of float64 rows x 4: cut in two, shard 0 owns [0, 2048)
-F64, F32 = P.DTYPE_CODES[np.dtype("<f8")], P.DTYPE_CODES[np.dtype("<f4")]
+F64, F32, F16 = (P.DTYPE_CODES[np.dtype(name)] for name in ("<f8", "<f4", "<f2"))
 
 
 def request(server_id, items, frames, op=P.OP_PUSH, seq=1, scale=1.0, client_id=0):
@@ -43,6 +43,9 @@ def bad_requests(server_id):
         ("unknown kind", request(server_id, [P.Item(0, 7, F64, 1)], one_row), P.ERR_OP, "item kind 7"),
         ("wrong dtype", request(server_id, [P.Item(0, P.KIND_ROWS, F32, 1)],
                                 [one_row[0], np.ones(4, np.float32).tobytes()]), P.ERR_DTYPE, "float64"),
+        ("float16 for a float64 parameter", request(server_id, [P.Item(0, P.KIND_ROWS, F16, 1)],
+                                                    [one_row[0], np.ones(4, np.float16).tobytes()]),
+         P.ERR_DTYPE, "float16 travels only for float32 parameters"),
         ("dense with wrong row count", request(server_id, [P.Item(0, P.KIND_DENSE, F64, 10)],
                                                 [np.ones((10, 4)).tobytes()]), P.ERR_SHAPE, "owns 2048"),
         ("row owned by another shard", rows_push(server_id, [ROWS - 1], np.ones((1, 4))), P.ERR_ROWS,
@@ -278,3 +281,54 @@ def test_a_push_whose_sums_would_overflow_is_refused_whole(start_server, zmq_soc
         good.close()
     assert np.isfinite(ps.params["w"]).all()
     np.testing.assert_array_equal(expected[[1, 6]], [[0.0] * 4, [-big] * 4])
+
+
+def test_the_half_precision_wire_refuses_what_it_cannot_carry(start_server, zmq_socket, recv):
+    """float16 values for a float32 parameter: the wrong size, NaN or infinity, or a pull whose answer float16
+    cannot hold are refused with nothing written, while good float16 pushes and pulls are served."""
+    ps = start_server({"h": np.zeros((ROWS, 4), np.float32)}, shards=2)
+    raw = zmq_socket(zmq.DEALER)
+    raw.connect(ps.address.endpoints[0])
+    server_id = ps.address.server_id
+
+    def half_push(rows, values):
+        rows = np.asarray(rows, np.int64)
+        return request(server_id, [P.Item(0, P.KIND_ROWS, F16, len(rows))],
+                       [rows.tobytes(), np.asarray(values, np.float16).tobytes()])
+
+    def half_pull(rows):
+        return request(server_id, [P.Item(0, P.KIND_ROWS, F16, len(rows))], [np.asarray(rows, np.int64).tobytes()],
+                       op=P.OP_PULL)
+
+    nan = np.full((1, 4), 0.5)
+    nan[0, 2] = np.nan
+    expected = np.zeros((ROWS, 4), np.float32)
+    steps = [  # (request, error code or None, text the message must contain)
+        (half_push([3, 3], np.full((2, 4), 0.25)), None, ""),
+        (half_push([3, 3], np.full((2, 4), 65504.0)), None, ""),  # float16's largest: added in float32
+        (half_push([3], np.full((1, 8), 1.0))[:2] + [np.ones(8, np.float16).tobytes()], P.ERR_SHAPE,
+         "need 8"),  # one row of 4 float16 values is 8 bytes
+        (request(server_id, [P.Item(0, P.KIND_ROWS, F16, 1)], [np.array([3], np.int64).tobytes(),
+                                                              np.ones(4, np.float32).tobytes()]),
+         P.ERR_SHAPE, "float16"),  # float32 values under a float16 code
+        (half_push([4], np.full((1, 4), np.inf)), P.ERR_NONFINITE, "NaN or infinity"),
+        (half_push([4], nan), P.ERR_NONFINITE, "NaN or infinity"),
+        (half_pull([3, 0]), P.ERR_DTYPE, "float16 cannot carry"),  # row 3 now holds 131008.5
+        (half_pull([0, 1]), None, ""),
+    ]
+    expected[3] = np.float32(0.5) + np.float32(65504) + np.float32(65504)
+    for step, (frames, code, text) in enumerate(steps):
+        raw.send_multipart(frames)
+        reply = recv(raw)
+        header = P.decode_reply(reply[0])
+        if code is None:
+            assert header.status == P.STATUS_OK, (step, reply[1:])
+        else:
+            assert (header.status, header.error) == (P.STATUS_ERROR, code), (step, reply[1:])
+            assert text in reply[1].decode(), (step, reply[1])
+    np.testing.assert_array_equal(ps.params["h"], expected)
+    assert np.frombuffer(reply[1], np.float16).tolist() == [0.0] * 8  # the last pull's answer, in float16
+    with Client(ps.address, timeout=10) as good:
+        assert good.stats()[0]["errors_by_code"] == {"SHAPE": 2, "NONFINITE": 2, "DTYPE": 1}
+        # The same parameter pulled as float32 carries what float16 could not.
+        assert good.pull(["h"], rows=np.array([3]))["h"].tolist() == [[131008.5] * 4]

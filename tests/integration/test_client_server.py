@@ -259,3 +259,71 @@ def test_a_rejected_push_before_a_pending_pull_is_raised_by_its_result(start_ser
         with pytest.raises(RequestError, match="NaN or infinity"):
             pending.result()
         np.testing.assert_array_equal(client.pull()["b"], 0)
+
+
+def half(values) -> np.ndarray:
+    """float32 values rounded to float16 and back: what the half-precision wire carries of them."""
+    return np.asarray(values, np.float32).astype(np.float16).astype(np.float32)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_the_half_precision_wire_carries_float32_values_as_float16(start_server, shards):
+    """wire_dtype='float16': a float32 parameter's pushes arrive rounded to float16 and are added in float32;
+    its pulls return float32 arrays of the values rounded to float16; a float64 parameter is untouched."""
+    params = make_params()  # 'v' is float32 of shape (1000, 4, 3); 'w' and 'b' float64
+    expected = {name: array.copy() for name, array in params.items()}
+    ps = start_server(params, shards=shards)
+    rng = np.random.default_rng(2)
+    with Client(ps.address, wire_dtype="float16") as client:
+        pulled = client.pull()
+        assert {name: array.dtype for name, array in pulled.items()} == {name: a.dtype for name, a in params.items()}
+        np.testing.assert_array_equal(pulled["v"], half(expected["v"]))
+        np.testing.assert_array_equal(pulled["w"], expected["w"])
+        rows = np.array([999, 3, 3, 0, 500])  # unsorted and repeated: cut by owner, put back in order
+        np.testing.assert_array_equal(client.pull(["v"], rows=rows)["v"], half(expected["v"][rows]))
+
+        dense = rng.standard_normal((1000, 4, 3)).astype(np.float32)
+        client.push({"v": dense}, scale=-0.5)
+        expected["v"] += np.float32(-0.5) * half(dense)
+        mostly_zero = np.zeros((1000, 4, 3), np.float32)
+        mostly_zero[[7, 600]] = rng.standard_normal((2, 4, 3))
+        client.push({"v": mostly_zero})  # travels as two rows of float16
+        expected["v"] += half(mostly_zero)
+        values = rng.standard_normal((5, 4, 3)).astype(np.float32)
+        client.push({"v": (rows, values), "w": (rows, np.full((5, 16), 0.1))})
+        for row, value in zip(rows, half(values)):  # one at a time, as the shards add repeated rows
+            expected["v"][row] += value
+        np.add.at(expected["w"], rows, np.full((5, 16), 0.1))  # float64: exactly 0.1, not float16's 0.0999755859375
+        client.flush()
+    for name in params:
+        np.testing.assert_array_equal(ps.params[name], expected[name], err_msg=name)
+
+
+def test_the_half_precision_wire_halves_the_bytes_and_refuses_what_float16_cannot_hold(start_server):
+    ps = start_server({"v": np.ones((4096, 64), np.float32)}, shards=2)
+    rows = np.arange(0, 4096, 4)
+    traffic = {}
+    for wire in (None, "float16"):
+        with Client(ps.address, wire_dtype=wire) as client:
+            client.pull(["v"], rows=rows)
+            client.push({"v": (rows, np.ones((len(rows), 64), np.float32))})
+            client.flush()
+            traffic[wire] = client.bytes_sent + client.bytes_received
+    values_bytes = 2 * len(rows) * 64 * 4  # pulled and pushed, in float32
+    assert traffic[None] - traffic["float16"] == values_bytes // 2
+    with Client(ps.address, wire_dtype="float16") as client:
+        too_large = np.ones((2, 64), np.float32)
+        too_large[1, 5] = 70000.0  # beyond float16's largest, 65504
+        with pytest.raises(ValueError, match="do not fit float16"):
+            client.push({"v": (np.array([1, 2]), too_large)})
+        with pytest.raises(ValueError, match="do not fit float16"):
+            client.push({"v": np.full((4096, 64), -1e5, np.float32)})
+        # Only the two earlier clients' pushes, one to each shard: nothing of the refused ones was sent.
+        assert [shard["pushes"] for shard in client.stats()] == [2, 2]
+        ps.params["v"][3] = 1e5
+        with pytest.raises(RequestError, match="float16 cannot carry"):
+            client.pull(["v"], rows=np.array([3]))
+    # The refused pushes wrote nothing; each earlier client added 1 to rows 0, 4, 8, ...
+    assert ps.params["v"][:3].tolist() == [[3.0] * 64, [1.0] * 64, [1.0] * 64]
+    with pytest.raises(ValueError, match="wire_dtype must be None"):
+        Client(ps.address, wire_dtype="bfloat16")

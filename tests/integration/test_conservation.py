@@ -12,21 +12,24 @@ JOIN_TIMEOUT = 240.0  # seconds for all workers together: a hang fails, it never
 
 
 def updates(worker: int):
-    """The pushes worker ``worker`` makes: integer values in float64, so every sum is exact."""
+    """The pushes worker ``worker`` makes: small integers, so every sum is exact, in float64 and in float32
+    (whose values half the workers send as float16, which holds such integers exactly too)."""
     rng = np.random.default_rng(1000 + worker)
     for step in range(PUSHES):
         if step % 10 == 0:  # dense, over every parameter, some steps scaled
             yield {"w": rng.integers(-4, 5, (ROWS, DIM)).astype(np.float64),
-                   "b": rng.integers(-4, 5, 16).astype(np.float64)}, (-2.0 if step % 20 == 0 else 1.0)
+                   "b": rng.integers(-4, 5, 16).astype(np.float64),
+                   "h": rng.integers(-4, 5, (ROWS, DIM)).astype(np.float32)}, (-2.0 if step % 20 == 0 else 1.0)
         else:               # sparse rows, with repeats, across both shards' ranges
             rows = rng.integers(0, ROWS, 40)
             rows[:10] = rows[0]
-            yield {"w": (rows, rng.integers(-4, 5, (40, DIM)).astype(np.float64))}, 1.0
+            yield {"w": (rows, rng.integers(-4, 5, (40, DIM)).astype(np.float64)),
+                   "h": (rows, rng.integers(-4, 5, (40, DIM)).astype(np.float32))}, 1.0
 
 
 def worker(address, index, results):
     try:
-        with Client(address, timeout=60.0, window=8) as client:
+        with Client(address, timeout=60.0, window=8, wire_dtype="float16" if index % 2 else None) as client:
             for update, scale in updates(index):
                 client.push(update, scale=scale)
         results.put((index, "ok"))
@@ -35,7 +38,7 @@ def worker(address, index, results):
 
 
 def expected_sums():
-    total = {"w": np.zeros((ROWS, DIM)), "b": np.zeros(16)}
+    total = {"w": np.zeros((ROWS, DIM)), "b": np.zeros(16), "h": np.zeros((ROWS, DIM))}
     for index in range(WORKERS):
         for update, scale in updates(index):
             for name, value in update.items():
@@ -47,7 +50,7 @@ def expected_sums():
 
 
 def test_concurrent_clients_conserve_every_update(start_server):
-    start = {"w": np.full((ROWS, DIM), 7.0), "b": np.full(16, -1.0)}
+    start = {"w": np.full((ROWS, DIM), 7.0), "b": np.full(16, -1.0), "h": np.full((ROWS, DIM), 3, np.float32)}
     ps = start_server({name: array.copy() for name, array in start.items()}, shards=2)
     assert {shard for shard, _, _ in ps.address.params[0].ranges} == {0, 1}  # 'w' is really cut
 
