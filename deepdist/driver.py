@@ -39,18 +39,21 @@ class DeepDist:
         master, else every interface and ``spark.driver.host``); see ``spark.shard_addresses``.
     timeout: seconds a task waits for a shard before it fails with ShardTimeout.
     window: unacknowledged pushes per shard a task may have in flight.
+    wire_dtype: ``"float16"``: the tasks' values of float32 parameters travel as float16, half the bytes
+        (``Client``'s half-precision wire); None: in their own dtype.
     progress: print a progress line to stderr while ``train`` runs.
-    shards, host, advertise, port, timeout, window and check_finite left as None are read from the Spark
-    configuration (``spark.deepdist.shards`` etc., see ``spark.CONF_KEYS``) when the block starts, else default
-    to 2 shards, any free ports, 60 s, 32 and True; docs/configuration.md has the table.
+    shards, host, advertise, port, timeout, window, check_finite and wire_dtype left as None are read from the
+    Spark configuration (``spark.deepdist.shards`` etc., see ``spark.CONF_KEYS``) when the block starts, else
+    default to 2 shards, any free ports, 60 s, 32, True and None; docs/configuration.md has the table.
     """
 
     def __init__(self, model, params=None, shards: int = None, host=None, advertise=None, port: int = None,
-                 timeout: float = None, window: int = None, progress: bool = True, **server_options):
+                 timeout: float = None, window: int = None, wire_dtype: str = None, progress: bool = True,
+                 **server_options):
         self.model = model
         self.names = param_names(model, params)
         self.shards, self.host, self.advertise, self.port = shards, host, advertise, port
-        self.given_client_options = {"timeout": timeout, "window": window}
+        self.given_client_options = {"timeout": timeout, "window": window, "wire_dtype": wire_dtype}
         self.client_options = None  # what tasks use: the given options, completed when the block starts
         self.progress = progress
         self.server_options = server_options
@@ -83,7 +86,7 @@ class DeepDist:
         config = settings(active_spark_context(), shards=self.shards, host=self.host, advertise=self.advertise,
                           port=self.port, check_finite=options.pop("check_finite", None),
                           **self.given_client_options)
-        self.client_options = {"timeout": config["timeout"], "window": config["window"]}
+        self.client_options = {name: config[name] for name in self.given_client_options}
         arrays = dict(get_arrays(self.model, self.names))
         # The model must take new arrays (a read-only property would not): find out before anything starts.
         set_arrays(self.model, {name: arrays[name] for name in self.names})

@@ -41,9 +41,10 @@ CONF_KEYS = {
     "timeout": ("spark.deepdist.timeout", float),
     "window": ("spark.deepdist.window", int),
     "check_finite": ("spark.deepdist.checkFinite", bool),
+    "wire_dtype": ("spark.deepdist.wireDtype", str),
 }
 DEFAULTS = {"host": None, "advertise": None, "port": 0, "shards": 2, "timeout": 60.0, "window": 32,
-            "check_finite": True}
+            "check_finite": True, "wire_dtype": None}
 
 
 def settings(spark_context, **given) -> dict:
@@ -90,10 +91,11 @@ def check_setting(name, value, where) -> None:
         expected = {str: "a string", int: "a whole number", float: "a number", bool: "True or False"}[kind]
         raise TypeError(f"{where} must be {expected}, got {value!r}")
     bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not v > 0,
-           "window": lambda v: v < 1, "advertise": lambda v: v in WILDCARDS}
+           "window": lambda v: v < 1, "advertise": lambda v: v in WILDCARDS, "wire_dtype": lambda v: v != "float16"}
     if name in bad and bad[name](value):
         what = {"port": "a port (0: any free port)", "shards": "at least 1", "timeout": "positive seconds",
-                "window": "at least 1", "advertise": "an address clients can dial, not a wildcard"}[name]
+                "window": "at least 1", "advertise": "an address clients can dial, not a wildcard",
+                "wire_dtype": "'float16' (or unset: values travel in their parameter's dtype)"}[name]
         raise ValueError(f"{where} must be {what}, got {value!r}")
 
 

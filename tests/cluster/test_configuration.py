@@ -32,14 +32,15 @@ class FakeContext:
 
 def test_every_setting_has_a_spark_conf_key_and_a_default():
     assert set(CONF_KEYS) == set(DEFAULTS) == {"host", "advertise", "port", "shards", "timeout", "window",
-                                               "check_finite"}
+                                               "check_finite", "wire_dtype"}
     assert all(key.startswith("spark.deepdist.") for key, _ in CONF_KEYS.values())
 
 
 @pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,1024]"])
 def test_local_masters_stay_on_loopback(master):
     assert settings(FakeContext(master)) == {"host": "127.0.0.1", "advertise": "127.0.0.1", "port": 0,
-                                             "shards": 2, "timeout": 60.0, "window": 32, "check_finite": True}
+                                             "shards": 2, "timeout": 60.0, "window": 32, "check_finite": True,
+                                             "wire_dtype": None}
     assert settings(None)["host"] == "127.0.0.1"  # no Spark at all
 
 
@@ -53,9 +54,11 @@ def test_cluster_masters_listen_everywhere_and_advertise_the_driver_host():
 def test_spark_conf_keys_are_read_and_typed():
     conf = {"spark.deepdist.bindAddress": "10.0.0.5", "spark.deepdist.advertiseAddress": "driver.svc",
             "spark.deepdist.port": "40000", "spark.deepdist.shards": "4", "spark.deepdist.timeout": "7.5",
-            "spark.deepdist.window": "8", "spark.deepdist.checkFinite": "false"}
+            "spark.deepdist.window": "8", "spark.deepdist.checkFinite": "false",
+            "spark.deepdist.wireDtype": "float16"}
     assert settings(FakeContext(**conf)) == {"host": "10.0.0.5", "advertise": "driver.svc", "port": 40000,
-                                             "shards": 4, "timeout": 7.5, "window": 8, "check_finite": False}
+                                             "shards": 4, "timeout": 7.5, "window": 8, "check_finite": False,
+                                             "wire_dtype": "float16"}
     # A bind address without an advertised one: clients dial the bind address.
     assert settings(FakeContext(**{"spark.deepdist.bindAddress": "10.0.0.5"}))["advertise"] == "10.0.0.5"
 
@@ -76,6 +79,7 @@ def test_arguments_beat_spark_conf():
     ("spark.deepdist.window", "0", "spark.deepdist.window must be at least 1"),
     ("spark.deepdist.checkFinite", "maybe", "spark.deepdist.checkFinite must be true or false"),
     ("spark.deepdist.advertiseAddress", "0.0.0.0", "spark.deepdist.advertiseAddress must be an address clients"),
+    ("spark.deepdist.wireDtype", "bfloat16", "spark.deepdist.wireDtype must be 'float16' (or unset"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -92,7 +96,7 @@ def test_bad_arguments_name_the_argument():
 @pytest.mark.parametrize("name, value, expected", [
     ("shards", "2", "a whole number"), ("shards", 2.5, "a whole number"), ("shards", True, "a whole number"),
     ("window", 2.5, "a whole number"), ("timeout", "5", "a number"), ("port", "x", "a whole number"),
-    ("check_finite", "no", "True or False"), ("host", 127, "a string")])
+    ("check_finite", "no", "True or False"), ("host", 127, "a string"), ("wire_dtype", np.float16, "a string")])
 def test_arguments_of_the_wrong_type_name_the_argument(name, value, expected):
     with pytest.raises(TypeError, match=f"{name} must be {expected}, got {value!r}"):
         settings(None, **{name: value})
@@ -113,14 +117,15 @@ def test_deepdist_starts_its_shards_as_the_spark_conf_says(monkeypatch, no_lefto
     port = free_port_run(3)
     context = FakeContext(**{"spark.deepdist.bindAddress": "127.0.0.1", "spark.deepdist.port": str(port),
                              "spark.deepdist.shards": "3", "spark.deepdist.timeout": "9",
-                             "spark.deepdist.window": "4", "spark.deepdist.checkFinite": "false"})
+                             "spark.deepdist.window": "4", "spark.deepdist.checkFinite": "false",
+                             "spark.deepdist.wireDtype": "float16"})
     monkeypatch.setattr(deepdist.driver, "active_spark_context", lambda: context)
     model = {"w": np.zeros((30_000, 4), np.float32)}
     with DeepDist(model, progress=False) as dd:
         assert dd.address.endpoints == tuple(f"tcp://127.0.0.1:{port + i}" for i in range(3))
-        assert dd.client_options == {"timeout": 9.0, "window": 4}
+        assert dd.client_options == {"timeout": 9.0, "window": 4, "wire_dtype": "float16"}
         assert dd.server.check_finite is False
     with DeepDist(model, shards=1, timeout=1, progress=False, check_finite=True) as dd:  # arguments win
         assert len(dd.address.endpoints) == 1 and dd.address.endpoints[0] == f"tcp://127.0.0.1:{port}"
-        assert dd.client_options == {"timeout": 1, "window": 4}
+        assert dd.client_options == {"timeout": 1, "window": 4, "wire_dtype": "float16"}
         assert dd.server.check_finite is True

@@ -71,7 +71,7 @@ def test_deepdist_settings_come_from_spark_conf(word2vec_run):
     _, report, _, port = word2vec_run
     # spark.deepdist.port / shards, and the advertised host defaults to spark.driver.host.
     assert report["endpoints"] == [f"tcp://127.0.0.1:{port + i}" for i in range(SHARDS)]
-    assert report["client_options"] == {"timeout": 30.0, "window": 32}
+    assert report["client_options"] == {"timeout": 30.0, "window": 32, "wire_dtype": None}
 
 
 def test_word2vec_trains_every_word_of_every_epoch_on_the_cluster(word2vec_run):
