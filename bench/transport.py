@@ -17,6 +17,8 @@ values applied (push) or returned (pull).
 
     python bench/transport.py                 # full run, about five minutes
     python bench/transport.py --quick         # smaller sizes and counts, for a smoke test
+    python bench/transport.py --wire-dtype float16   # deepdist's values travel as float16; the baselines
+                                                     # still move the float32 bytes
 """
 import argparse
 import multiprocessing
@@ -156,7 +158,7 @@ def speeds(moved, times, cpu):
     return result
 
 
-def push_case(update_bytes, sparse, shards, repeat, budget_bytes):
+def push_case(update_bytes, sparse, shards, repeat, budget_bytes, wire_dtype=None):
     """GB/s pushed through deepdist and both baselines, for one update size; sparse updates touch 1% of the
     rows."""
     rows_in_update = update_bytes // (DIM * 4)
@@ -172,7 +174,7 @@ def push_case(update_bytes, sparse, shards, repeat, budget_bytes):
     array_rows = [n_rows] * shards if sparse else [len(p) for p in parts]
 
     with ParameterServer({"w": np.zeros((n_rows, DIM), np.float32)}, shards=shards) as ps:
-        with Client(ps.address, window=WINDOW) as client:
+        with Client(ps.address, window=WINDOW, wire_dtype=wire_dtype) as client:
             raw, with_numpy = RawServers(shards), RawServers(shards, array_rows=array_rows)
             try:
                 def run_deepdist():
@@ -188,7 +190,7 @@ def push_case(update_bytes, sparse, shards, repeat, budget_bytes):
     return speeds(count * values.nbytes, times, cpu), count
 
 
-def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
+def pull_case(update_bytes, sparse, shards, repeat, budget_bytes, wire_dtype=None):
     """GB/s pulled through deepdist and both baselines (the whole parameter, or 1% of its rows)."""
     rows_in_pull = update_bytes // (DIM * 4)
     n_rows = rows_in_pull * (100 if sparse else 1)
@@ -205,7 +207,7 @@ def pull_case(update_bytes, sparse, shards, repeat, budget_bytes):
         array_rows = [len(p) for p in np.array_split(np.arange(n_rows), shards)]
         requests = [[b"\0" * 56]] * shards
     with ParameterServer(params, shards=shards) as ps:
-        with Client(ps.address, window=WINDOW) as client:
+        with Client(ps.address, window=WINDOW, wire_dtype=wire_dtype) as client:
             raw = RawServers(shards, pull_bytes=update_bytes // shards)
             with_numpy = RawServers(shards, pull_bytes=update_bytes // shards, array_rows=array_rows)
             try:
@@ -265,6 +267,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, "bench/results/transport.json")
     parser.add_argument("--quick", action="store_true", help="small sizes and counts (smoke test)")
+    parser.add_argument("--wire-dtype", choices=("float16",), default=None,
+                        help="deepdist's client sends and asks for float16 values (the half-precision wire); "
+                             "GB/s still counts the float32 parameter values pushed or pulled")
     parser.set_defaults(repeat=5)
     args = parser.parse_args()
     budget = (16 if args.quick else 512) * MB  # bytes moved per timed run
@@ -276,7 +281,7 @@ def main():
         for shards in (1, 2):
             for sparse, sizes in ((False, dense_sizes), (True, sparse_sizes)):
                 for size in sizes:
-                    speed, count = case(size, sparse, shards, args.repeat, budget)
+                    speed, count = case(size, sparse, shards, args.repeat, budget, args.wire_dtype)
                     ratio, floor_ratio = speed["ratio"], speed["ratio_to_numpy"]
                     goal = 0.8 if size >= MB else None
                     label = (f"{kind} {'1%-sparse' if sparse else 'dense'} {size / MB:g} MB, "
@@ -309,7 +314,7 @@ def main():
     print_table(["case", "deepdist cores", "busiest thread", "ms", "raw cores", "busiest thread", "ms",
                  "numpy cores", "busiest thread", "ms", "busiest-thread ratio"], cpu_rows)
     write_json(args.json, {"machine": machine_info(), "window": WINDOW, "row_bytes": DIM * 4,
-                           "results": results})
+                           "wire_dtype": args.wire_dtype, "results": results})
 
 
 if __name__ == "__main__":

@@ -540,3 +540,28 @@ def test_deal_refuses_a_bad_partition_count(spark_context):
         deal(rdd, 2.0)
     with pytest.raises(TypeError, match="whole number, got True"):
         deal(rdd, True)
+
+
+def count_rows(model, records):
+    """Adds 1 to row r % 1000 of 'w' for each record r: small integers, exact in float16 and float32."""
+    delta = np.zeros_like(model["w"])
+    for record in records:
+        delta[record % 1000] += 1
+    return {"w": delta}
+
+
+def test_the_float16_wire_trains_the_same_with_half_the_bytes(spark_context):
+    rdd = spark_context.parallelize(range(6000), 2)
+    expected = np.zeros((1000, 16), np.float32)
+    np.add.at(expected, np.arange(6000) % 1000, 1)
+    summaries = {}
+    for wire in (None, "float16"):
+        model = {"w": np.zeros((1000, 16), np.float32)}
+        with DeepDist(model, progress=False, wire_dtype=wire) as dd:
+            assert dd.client_options["wire_dtype"] == wire
+            summaries[wire] = dd.train(rdd, count_rows, batch=500)
+        np.testing.assert_array_equal(model["w"], expected, err_msg=str(wire))
+    # Each batch pulls the whole 64,000-byte parameter: 32,000 bytes as float16.
+    assert summaries[None]["updates"] == summaries["float16"]["updates"] == 12
+    assert summaries["float16"]["bytes_received"] < 0.55 * summaries[None]["bytes_received"]
+    assert summaries["float16"]["bytes_sent"] < 0.6 * summaries[None]["bytes_sent"]
