@@ -225,17 +225,20 @@ def test_word2vec_bench_runs_every_system_and_draws_its_plot(word2vec_bench):
 def test_word2vec_bench_with_three_cores_trains_three_tasks_at_once(tmp_path):
     # --cores 3: local[3], three partitions, three tasks at once. The only way this suite reaches train's
     # path beyond two tasks (its own SparkContext is local[2]): shorter syncs, and hierarchical softmax's
-    # hot rows moved toward each task's values.
+    # hot rows moved toward each task's values; here over the float16 wire (the hot rows' values read
+    # again after training come back widened).
     pytest.importorskip("pyspark")
     pytest.importorskip("gensim")
     from deepdist.word2vec import default_chunk_words
 
     out = tmp_path / "word2vec.json"
     run_bench("word2vec.py", "--systems", "deepdist,deepdist-hs", "--cores", 3, "--max-words",
-              WORD2VEC_MAX_WORDS, "--epochs", 1, "--json", out, "--no-plot", timeout=300,
+              WORD2VEC_MAX_WORDS, "--epochs", 1, "--wire-dtype", "float16", "--json", out, "--no-plot",
+              timeout=300,
               env={"SPARK_LOCAL_DIRS": str(tmp_path / "spark-local")})
     payload = load_json(out)
     assert payload["config"]["cores"] == payload["config"]["partitions"] == 3
+    assert payload["config"]["wire_dtype"] == "float16"
     rows = {row["system"]: row for row in payload["results"]}
     for name, hs in (("deepdist", False), ("deepdist-hs", True)):
         assert "error" not in rows[name], rows[name].get("error")
