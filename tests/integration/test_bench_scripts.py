@@ -90,7 +90,8 @@ def test_kernels_bench_rates_and_ratios_agree(tmp_path):
     payload = load_json(out)
     assert payload["config"]["rows"] == 2000 and payload["config"]["dense_mb"] == 1
     results = payload["results"]
-    assert {r["name"].split()[0] for r in results} == {"scatter_add", "gather", "nonzero_rows", "axpy", "max_abs"}
+    assert {r["name"].split()[0] for r in results} == {"scatter_add", "gather", "nonzero_rows", "axpy", "max_abs",
+                                                       "narrow", "widen"}
     for result in results:
         rates = result["rates"]
         assert set(rates) == {"deepdist", "baseline", "memcpy"} and all(map(is_rate, rates.values())), result
