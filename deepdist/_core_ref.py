@@ -172,27 +172,28 @@ def nonzero_rows(src):
     return np.flatnonzero(np.any(src != 0, axis=1)).astype(np.int64, copy=False)
 
 
-def narrow(src, out):
-    """out[i] = src[i] rounded to the nearest float16 (ties to even; past +-65504 +-inf; NaN stays NaN), for
-    float32 src and float16 out, 1-D contiguous and of one length."""
-    if np.asarray(src).dtype != _SINGLE or np.asarray(out).dtype != _HALF:
-        raise TypeError(f"narrow: src must be float32 and out float16, got {np.asarray(src).dtype} and "
+def _conversion_views(func, src, src_dtype, out, out_dtype):
+    """src and out as 1-D contiguous views (out writable) of the dtypes a conversion takes, and of one length."""
+    if np.asarray(src).dtype != src_dtype or np.asarray(out).dtype != out_dtype:
+        raise TypeError(f"{func}: src must be {src_dtype} and out {out_dtype}, got {np.asarray(src).dtype} and "
                         f"{np.asarray(out).dtype}")
     src, out = _view(src, 1), _view(out, 1, writable=True)
     if src.shape[0] != out.shape[0]:
-        raise ValueError(f"narrow: src has {src.shape[0]} elements but out has {out.shape[0]}")
+        raise ValueError(f"{func}: src has {src.shape[0]} elements but out has {out.shape[0]}")
+    return src, out
+
+
+def narrow(src, out):
+    """out[i] = src[i] rounded to the nearest float16 (ties to even; past +-65504 +-inf; NaN stays NaN), for
+    float32 src and float16 out, 1-D contiguous and of one length."""
+    src, out = _conversion_views("narrow", src, _SINGLE, out, _HALF)
     with np.errstate(over="ignore"):
         out[...] = src
 
 
 def widen(src, out):
     """out[i] = src[i], exactly, for float16 src and float32 out, 1-D contiguous and of one length."""
-    if np.asarray(src).dtype != _HALF or np.asarray(out).dtype != _SINGLE:
-        raise TypeError(f"widen: src must be float16 and out float32, got {np.asarray(src).dtype} and "
-                        f"{np.asarray(out).dtype}")
-    src, out = _view(src, 1), _view(out, 1, writable=True)
-    if src.shape[0] != out.shape[0]:
-        raise ValueError(f"widen: src has {src.shape[0]} elements but out has {out.shape[0]}")
+    src, out = _conversion_views("widen", src, _HALF, out, _SINGLE)
     out[...] = src
 
 

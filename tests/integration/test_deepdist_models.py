@@ -550,6 +550,12 @@ def count_rows(model, records):
     return {"w": delta}
 
 
+def add_twice(model, update):
+    """A custom descent: on the shards it gets the pushed float16 values as float32."""
+    assert update["w"].dtype == np.float32, update["w"].dtype
+    model.w += 2 * update["w"]
+
+
 def test_the_float16_wire_trains_the_same_with_half_the_bytes(spark_context):
     rdd = spark_context.parallelize(range(6000), 2)
     expected = np.zeros((1000, 16), np.float32)
@@ -560,7 +566,8 @@ def test_the_float16_wire_trains_the_same_with_half_the_bytes(spark_context):
         with DeepDist(model, progress=False, wire_dtype=wire) as dd:
             assert dd.client_options["wire_dtype"] == wire
             summaries[wire] = dd.train(rdd, count_rows, batch=500)
-        np.testing.assert_array_equal(model["w"], expected, err_msg=str(wire))
+            dd.train(rdd, count_rows, add_twice, batch=500)  # dense pushes, handed to the descent
+        np.testing.assert_array_equal(model["w"], 3 * expected, err_msg=str(wire))
     # Each batch pulls the whole 64,000-byte parameter: 32,000 bytes as float16.
     assert summaries[None]["updates"] == summaries["float16"]["updates"] == 12
     assert summaries["float16"]["bytes_received"] < 0.55 * summaries[None]["bytes_received"]
