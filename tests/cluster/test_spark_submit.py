@@ -27,11 +27,13 @@ def wordsim(vectors) -> float:
 @pytest.fixture(scope="module")
 def word2vec_run(cluster, packed, tmp_path_factory):
     """One submission of tests/cluster/w2v_job.py: the whole Wikipedia excerpt, EPOCHS passes, deepdist's
-    settings from spark-submit --conf, then a second DeepDist advertised at an unreachable address."""
+    settings from spark-submit --conf (the float16 wire among them: the executors' tasks convert with the
+    wheel's compiled kernels), then a second DeepDist advertised at an unreachable address."""
     output = tmp_path_factory.mktemp("w2v-output")
     port = free_port_run(SHARDS)
     options = recipe(packed, "spark.driver.host=127.0.0.1", f"spark.deepdist.port={port}",
-                     f"spark.deepdist.shards={SHARDS}", "spark.deepdist.timeout=30")
+                     f"spark.deepdist.shards={SHARDS}", "spark.deepdist.timeout=30",
+                     "spark.deepdist.wireDtype=float16")
     args = [REPO / "tests" / "cluster" / "w2v_job.py", "--epochs", EPOCHS, "--output", output,
             "--unreachable", UNREACHABLE]
     result = spark_submit(cluster, options + args, timeout=600)
@@ -71,7 +73,7 @@ def test_deepdist_settings_come_from_spark_conf(word2vec_run):
     _, report, _, port = word2vec_run
     # spark.deepdist.port / shards, and the advertised host defaults to spark.driver.host.
     assert report["endpoints"] == [f"tcp://127.0.0.1:{port + i}" for i in range(SHARDS)]
-    assert report["client_options"] == {"timeout": 30.0, "window": 32, "wire_dtype": None}
+    assert report["client_options"] == {"timeout": 30.0, "window": 32, "wire_dtype": "float16"}
 
 
 def test_word2vec_trains_every_word_of_every_epoch_on_the_cluster(word2vec_run):
