@@ -141,7 +141,8 @@ class Bench:
         self.vocab_cache = {}
 
     # Spark
-    def start_spark(self):
+    def start_spark(self, conf=None):
+        """Start local Spark (``conf``: more Spark settings); the seconds it took."""
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # executors import deepdist from this checkout when it is not installed
@@ -151,7 +152,7 @@ class Bench:
         started = time.perf_counter()
         self.spark = (SparkSession.builder.master(f"local[{self.args.cores}]").appName("deepdist-bench-word2vec")
                       .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-                      .config("spark.driver.memory", "4g").getOrCreate())
+                      .config("spark.driver.memory", "4g").config(map=conf or {}).getOrCreate())
         self.sc = self.spark.sparkContext
         self.sc.setLogLevel("ERROR")
         self.sc.addPyFile(str(HERE / "legacy2014.py"))
@@ -421,8 +422,9 @@ def goals(rows):
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def make_parser(description=__doc__.split("\n\n")[0]):
+    """The options this benchmark takes (bench/link.py takes them too)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--corpus", type=Path, default=None, metavar="PATH",
                         help=".txt or .txt.gz, one sentence per line (default: gensim's Wikipedia excerpt)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -460,17 +462,28 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, default=HERE / "results" / "word2vec.json", metavar="PATH",
                         help="where to write the results as JSON (default: %(default)s)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG next to the JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def settle(parser, args, known=ALL_SYSTEMS) -> list:
+    """Fill in the defaults that depend on other options, check them, and return the systems to run."""
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(systems) - set(ALL_SYSTEMS)
+    unknown = set(systems) - set(known)
     if unknown:
-        parser.error(f"unknown systems {sorted(unknown)}; known: {', '.join(ALL_SYSTEMS)}")
+        parser.error(f"unknown systems {sorted(unknown)}; known: {', '.join(known)}")
     if args.epochs is None:
         args.epochs = 10 if args.corpus is None else 1
     if args.cores < 1:
         parser.error("--cores must be at least 1")
     if args.partitions is None:
         args.partitions = args.cores
+    return systems
+
+
+def main(argv=None):
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    systems = settle(parser, args)
 
     loadavg_start = os.getloadavg()
     started = time.perf_counter()

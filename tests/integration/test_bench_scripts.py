@@ -256,3 +256,43 @@ def test_plot_word2vec_draws_the_bench_json(word2vec_bench, tmp_path):
     stdout = run_bench("plot_word2vec.py", out, "--out", png, timeout=120)
     assert f"wrote {png}" in stdout
     assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_link_bench_shapes_only_the_shards_traffic_and_removes_its_namespace(tmp_path):
+    # bench/link.py runs deepdist's word2vec in a network namespace of its own whose loopback holds the traffic
+    # to and from the shards' ports to a rate. What is asserted is where the bytes went, never how fast: every
+    # byte the clients counted crossed the shaped classes in the shaped runs, none did in the unshaped ones.
+    pytest.importorskip("pyspark")
+    pytest.importorskip("gensim")
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import link
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    why = link.shaping_unavailable()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "link.json"
+    segments = set(shm.leftover())
+    stdout = run_bench("link.py", "--systems", "deepdist", "--rates", "200mbit", "--max-words", WORD2VEC_MAX_WORDS,
+                       "--epochs", 1, "--json", out, timeout=300,
+                       env={"SPARK_LOCAL_DIRS": str(tmp_path / "spark-local")})
+    payload = load_json(out)
+    runs = [(row["link"], row["wire_dtype"]) for row in payload["results"]]
+    assert runs == [(None, "float32"), (None, "float16"), ("200mbit", "float32"), ("200mbit", "float16")]
+    for row in payload["results"]:
+        assert "error" not in row, row.get("error")
+        assert row["words"] == WORD2VEC_MAX_WORDS and is_rate(row["words_per_s"])
+        summary, through = row["details"]["summary"], row["through_link"]
+        if row["link"] is None:
+            assert through == {"to_shards": 0, "from_shards": 0}, row
+        else:
+            # The classes carry the clients' bytes plus TCP/IP headers and acknowledgements; Spark's own
+            # traffic in the same namespace bypasses them.
+            assert summary["bytes_sent"] < through["to_shards"] < 2 * summary["bytes_sent"] + 1e6, row
+            assert summary["bytes_received"] < through["from_shards"] < 2 * summary["bytes_received"] + 1e6, row
+    assert [row["wire_dtype"] for row in payload["results"]] == ["float32", "float16"] * 2
+    assert printed_tables(stdout) == [["deepdist"] * 4]
+    # The inner run's shards had pids of their own: nothing of theirs is left, and neither is the namespace.
+    assert set(shm.leftover()) <= segments
+    assert "deepdist-link-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
