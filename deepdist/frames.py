@@ -26,6 +26,9 @@ def recv_frames(socket: zmq.Socket) -> list:
     return frames
 
 
-def wait_readable(socket: zmq.Socket, timeout_ms: int) -> bool:
-    """Whether a message can be received from ``socket`` within ``timeout_ms`` (0: is one queued now)."""
-    return bool(zmq.zmq_poll([(socket, POLLIN)], timeout_ms))
+def next_is_message(socket: zmq.Socket, fd: int) -> bool:
+    """Whether a message is queued on ``socket`` now and nothing waits to be read on ``fd``: what a loop that
+    drains the socket asks before each message, so that it stops for ``fd`` (a control pipe) as soon as
+    something arrives there. One ``zmq_poll`` of both, which takes nothing from either."""
+    ready = zmq.zmq_poll([(socket, POLLIN), (fd, POLLIN)], 0)
+    return len(ready) == 1 and ready[0][0] is socket

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -95,6 +96,7 @@ class ParameterServer:
         self.stopping = threading.Event()
         self.watcher = None
         self.commands = threading.Lock()  # one command on the shards' pipes at a time (trains in threads)
+        self.command_numbers = itertools.count(1)  # each command's number, which the shards' answers repeat
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def __enter__(self):
@@ -161,7 +163,11 @@ class ParameterServer:
         with selectors.DefaultSelector() as selector:
             selector.register(process.stdout, selectors.EVENT_READ)
             if not selector.select(timeout):
-                raise ShardDied(f"shard {index} (pid {process.pid}) did not {doing} within {timeout:g} s")
+                if process.poll() is None:
+                    raise DeepDistError(f"shard {index} (pid {process.pid}) is running but did not {doing} "
+                                        f"within {timeout:g} s: busy (a custom descent that slow?) or stuck")
+                raise ShardDied(f"shard {index} (pid {process.pid}) exited with "
+                                f"{describe_exit(process.returncode)} before it could {doing}")
         line = process.stdout.readline().decode().strip()
         if not line:
             raise ShardDied(f"shard {index} exited with {describe_exit(process.wait(self.stop_timeout))} "
@@ -182,7 +188,16 @@ class ParameterServer:
             session = random_id()
         blob = None if descent is None else base64.b64encode(pickle_function(descent)).decode()
         path = [os.path.abspath(folder) for folder in sys.path]  # '' is the working directory
-        errors = self.command({"open": session, "descent": blob, "path": path}, "open a session")
+        try:
+            errors = self.command({"open": session, "descent": blob, "path": path}, "open a session")
+        except DeepDistError:
+            # A shard that did not answer in time may still open the session later: close it everywhere, so
+            # that nothing is ever served under an id whose open failed.
+            try:
+                self.close_session(dataclasses.replace(self.address, server_id=session))
+            except DeepDistError:
+                pass  # the error above says what went wrong first
+            raise
         if errors:
             self.close_session(dataclasses.replace(self.address, server_id=session))
             index, answer = errors[0]
@@ -200,8 +215,9 @@ class ParameterServer:
     def command(self, command: dict, doing: str) -> list:
         """Send ``command`` to every shard and read every answer; the shards that did not answer OK, with
         their answers. A dead shard raises ShardDied."""
-        line = json.dumps(command).encode() + b"\n"
         with self.commands:
+            number = next(self.command_numbers)
+            line = json.dumps(dict(command, id=number)).encode() + b"\n"
             self.check()
             for process in self.processes:
                 try:
@@ -210,11 +226,19 @@ class ParameterServer:
                 except (BrokenPipeError, ConnectionResetError):
                     self.check()  # the shard died since: ShardDied says which and how
                     raise
-            # Every shard's answer is read, even after a bad one: an answer left in a pipe would be taken for
-            # the answer to the next command.
-            answers = [(index, self.read_line(index, process, self.start_timeout, doing))
+            # Every shard's answer is read, even after a bad one, so that none is left in a pipe.
+            answers = [(index, self.read_answer(index, process, number, doing))
                        for index, process in enumerate(self.processes)]
         return [(index, answer) for index, answer in answers if answer != "OK"]
+
+    def read_answer(self, index: int, process: subprocess.Popen, number: int, doing: str) -> str:
+        """The shard's answer to command ``number``. Answers to earlier commands that timed out are passed
+        over (each within ``start_timeout`` of the one before): a late answer is never taken for this one's."""
+        while True:
+            line = self.read_line(index, process, self.start_timeout, doing)
+            answered, _, answer = line.partition(" ")
+            if answered == str(number):
+                return answer
 
     def watch(self) -> None:
         """Report a shard that dies while serving as soon as it happens (its clients only see timeouts)."""

@@ -28,7 +28,7 @@ import numpy as np
 import zmq
 
 from . import kernels, protocol as P, shm
-from .frames import recv_frames, send_frames, wait_readable
+from .frames import next_is_message, recv_frames, send_frames
 
 log = logging.getLogger("deepdist.shard")
 
@@ -384,10 +384,14 @@ class Shard:
                 if lines is None:
                     return  # end of file: the server asked us to stop, or it is gone
                 for line in lines:
-                    control.answer(self.command(json.loads(line)))
-            # Drain what is queued before polling again. Asking whether a message is queued costs less than a
-            # non-blocking recv that ends in zmq.Again, an exception each time the queue runs dry.
-            while wait_readable(socket, 0):
+                    command = json.loads(line)
+                    control.answer(f"{command.get('id', 0)} {self.command(command)}")
+            # Drain what is queued before polling again, but go back to the pipe as soon as a command waits:
+            # clients can keep the queue full for as long as a job runs, and closing a job must not wait
+            # behind them (close_session promises that nothing sent to it is applied once it returns).
+            # Asking whether a message is queued costs less than a non-blocking recv that ends in zmq.Again,
+            # an exception each time the queue runs dry.
+            while next_is_message(socket, control.fd):
                 frames = recv_frames(socket)
                 send_frames(socket, [frames[0]] + self.handle(frames[1:]))
 

@@ -230,3 +230,75 @@ def test_sessions_opened_from_many_threads_at_once_all_work(start_server):
     assert not failures and not any(thread.is_alive() for thread in threads), failures
     assert ps.params["a"].tolist() == [18.0] * 4
     ps.check()  # every shard still up
+
+
+def slow_add(model, update):
+    np.sort(np.random.default_rng(0).random(300_000))  # what a costly descent takes: the queue stays full
+    model.w += update["w"]
+
+
+def test_sessions_open_and_close_while_clients_keep_the_shard_busy(start_server):
+    """A shard reads its commands between two requests, not once its queue runs dry: a running job's clients
+    may never let it. And once close_session returns, nothing sent to the closed job is applied."""
+    ps = start_server({"w": np.zeros(4)}, shards=1, start_timeout=5)
+    job = ps.open_session(slow_add)
+    stop, refused = threading.Event(), []
+
+    def push_until_stopped():
+        try:
+            with Client(job, timeout=60) as client:
+                while not stop.is_set():
+                    client.push({"w": np.ones(4)})
+        except RequestError as error:  # the pushes sent after the close, raised by the closing flush
+            refused.append(error)
+
+    threads = [threading.Thread(target=push_until_stopped) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while ps.params["w"][0] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the job has been applying pushes for a while, with its queue full
+        assert ps.params["w"][0] >= 20
+        other = ps.open_session(None)  # within start_timeout, though the queue never ran dry
+        ps.close_session(other)
+        ps.close_session(job)
+        closed_with = ps.params["w"].copy()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(refused) == 2 and all("a job that has ended" in str(error) for error in refused), refused
+    np.testing.assert_array_equal(ps.params["w"], closed_with)
+
+
+def test_an_answer_that_came_too_late_is_not_taken_for_a_later_commands(start_server, tmp_path):
+    """A command a busy shard did not answer within start_timeout fails as such (the shard is alive), and its
+    late answer, still in the pipe, is passed over by the commands after it."""
+    started, gate = tmp_path / "started", tmp_path / "gate"
+
+    def wait_for_gate(model, update):
+        started.touch()
+        deadline = time.monotonic() + 60
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        model.a += update["a"]
+
+    ps = start_server({"a": np.zeros(4)}, shards=1, start_timeout=1)
+    job = ps.open_session(wait_for_gate)
+    with Client(job, timeout=60) as client:
+        client.push({"a": np.ones(4)})
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the shard is inside the descent
+        with pytest.raises(DeepDistError, match=r"shard 0 \(pid \d+\) is running but did not open a session "
+                                                r"within 1 s: busy"):
+            ps.open_session(None)
+        gate.touch()
+        client.flush()
+    # The open's answer, and that of the close sent after it failed, came late: both OK. The next command's
+    # own answer is an error, and it is that one the server reads.
+    with pytest.raises(DeepDistError, match="cannot be loaded"):
+        ps.open_session(FailsToLoad())
+    assert ps.params["a"].tolist() == [1.0] * 4
