@@ -76,6 +76,7 @@ class Client:
         self.pending = [collections.deque() for _ in self.sockets]  # (seq, op) sent and not yet answered
         self.failures = []  # rejected pushes, raised at the next flush, pull or close
         self.unclaimed = {}  # (shard, seq) -> data frames or error of a pull answered before it was awaited
+        self.abandoned = set()  # (shard, seq) of a failed pull's answers still to come: dropped as they arrive
         self.bytes_sent = self.bytes_received = 0  # payload and headers, for traffic reports
 
     # -- public API ----------------------------------------------------------------------------------------
@@ -86,6 +87,9 @@ class Client:
         per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
         for name, value in update.items():
             spec = self.spec(name)
+            if abs(scale) > float(np.finfo(self.dtypes[name]).max):
+                raise ValueError(f"scale {scale:g} is beyond the range of {self.dtypes[name]}, the dtype of "
+                                 f"'{name}'")
             if isinstance(value, tuple):
                 self.cut_rows(spec, *self.check_rows(spec, *value), per_shard)
             else:
@@ -266,18 +270,21 @@ class Client:
         self.check_open()
         self.seq += 1
         limit = self.address.max_message_bytes
+        messages = []
         for shard, parts in per_shard.items():
             frames = [P.encode_request(op, self.address.server_id, self.client_id, self.seq,
                                        [item for item, _ in parts], scale)]
             frames += [frame for _, data in parts for frame in data]
             sizes = [memoryview(frame).nbytes for frame in frames]
-            if max(sizes) > limit:
+            if max(sizes) > limit:  # checked for every shard before any is sent its part
                 raise ValueError(f"a frame of {max(sizes)} bytes exceeds the server's limit of {limit} bytes: "
                                  f"push fewer rows at a time")
+            messages.append((shard, frames, sum(sizes)))
+        for shard, frames, size in messages:
             pending = self.pending[shard]
             while len(pending) >= self.window:
                 self.read_replies(shard, pending[0][0])
-            self.bytes_sent += sum(sizes)
+            self.bytes_sent += size
             try:
                 send_frames(self.sockets[shard], frames)
             except zmq.Again:
@@ -326,8 +333,15 @@ class Client:
             if reply.op == P.OP_PUSH:
                 if error:
                     self.failures.append(error)
+            elif (shard, reply.seq) in self.abandoned:
+                self.abandoned.remove((shard, reply.seq))
             else:
                 self.unclaimed[shard, reply.seq] = error or frames[1:]
+
+    def abandon(self, shard: int, seq: int) -> None:
+        """Let go of the answer to request ``seq`` from ``shard``: now if it is in, else as it arrives."""
+        if self.unclaimed.pop((shard, seq), None) is None and any(s == seq for s, _ in self.pending[shard]):
+            self.abandoned.add((shard, seq))
 
     def raise_failures(self, first=None) -> None:
         failures = ([first] if first else []) + self.failures
@@ -342,18 +356,26 @@ class PendingPull:
 
     def __init__(self, client: Client, seq: int, shapes: dict, targets: dict, earlier: dict):
         self.client, self.seq, self.shapes, self.targets, self.earlier = client, seq, shapes, targets, earlier
-        self.out = None
+        self.out = self.error = None
 
     def result(self) -> dict:
+        if self.error is not None:  # asked again after it failed: the same error, never a part of an answer
+            raise self.error
         if self.out is None:
             client = self.client
             parts = collections.defaultdict(list)  # name -> [(selector, frame)]
-            for shard, places in self.targets.items():
-                for (name, selector), frame in zip(places, client.await_reply(shard, self.seq)):
-                    parts[name].append((selector, frame))
-            for shard, seq in self.earlier.items():
-                client.read_replies(shard, seq)
-            client.raise_failures()
+            try:
+                for shard, places in self.targets.items():
+                    for (name, selector), frame in zip(places, client.await_reply(shard, self.seq)):
+                        parts[name].append((selector, frame))
+                for shard, seq in self.earlier.items():
+                    client.read_replies(shard, seq)
+                client.raise_failures()
+            except Exception as error:
+                self.error = error
+                for shard in self.targets:  # the other shards' answers, read or still to come, are not wanted
+                    client.abandon(shard, self.seq)
+                raise
             self.out = {name: assemble(client.dtypes[name], client.wire[name], shape, parts[name])
                         for name, shape in self.shapes.items()}
         return self.out

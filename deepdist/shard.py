@@ -158,6 +158,9 @@ class Shard:
         updates, frames = [], iter(data)
         for item in request.items:
             param = self.param(item)
+            if abs(request.scale) > 2 * param.bound_limit:  # the kernels would round it to infinity
+                raise P.ProtocolError(P.ERR_NONFINITE, f"scale {request.scale:g} is beyond the range of "
+                                                       f"{param.array.dtype}, the dtype of '{param.name}'")
             if item.kind == P.KIND_DENSE:
                 if item.n_rows != param.hi - param.lo:
                     raise P.ProtocolError(P.ERR_SHAPE, f"dense update of '{param.name}' has {item.n_rows} "

@@ -1,10 +1,12 @@
 """The public contract of ParameterServer and Client, against real shard processes."""
+import dataclasses
 import pickle
 
 import numpy as np
 import pytest
 
 from deepdist import Client, ParameterServer, RequestError
+from deepdist import protocol as P
 
 
 def make_params(rows=1000, dim=16):
@@ -327,3 +329,54 @@ def test_the_half_precision_wire_halves_the_bytes_and_refuses_what_float16_canno
     assert ps.params["v"][:3].tolist() == [[3.0] * 64, [1.0] * 64, [1.0] * 64]
     with pytest.raises(ValueError, match="wire_dtype must be None"):
         Client(ps.address, wire_dtype="bfloat16")
+
+
+def test_a_push_too_large_for_one_shard_is_sent_to_none(start_server):
+    """The frame limit is checked for every shard's part before any is sent: a push that would be refused is
+    not half-applied, so pushing it again in smaller pieces (as the error says) adds it once."""
+    ps = start_server({"w": np.zeros((20_000, 4))}, shards=2)
+    small = dataclasses.replace(ps.address, max_message_bytes=10_000)  # shard 1's part below needs 12,800 bytes
+    rows = np.array([0] * 10 + [19_999] * 400)
+    with Client(small) as client:
+        with pytest.raises(ValueError, match="a frame of 12800 bytes exceeds the server's limit of 10000 bytes"):
+            client.push({"w": (rows, np.ones((410, 4)))})
+        client.flush()
+        np.testing.assert_array_equal(client.pull()["w"], 0)  # shard 0 was not sent its small part either
+        for part in np.array_split(np.arange(len(rows)), 4):
+            client.push({"w": (rows[part], np.ones((len(part), 4)))})
+        pulled = client.pull()["w"]
+    assert pulled[0].tolist() == [10.0] * 4 and pulled[19_999].tolist() == [400.0] * 4
+    assert pulled.sum() == 410 * 4
+
+
+def test_a_scale_beyond_the_parameters_dtype_is_refused(start_server, zmq_socket, recv):
+    ps = start_server({"w": np.zeros((100, 4), np.float32)}, shards=2)
+    with Client(ps.address) as client:
+        with pytest.raises(ValueError, match="scale 4e[+]38 is beyond the range of float32, the dtype of 'w'"):
+            client.push({"w": np.zeros((100, 4), np.float32)}, scale=4e38)
+    # A raw peer: float32 would round the scale to infinity, and 0 x infinity is NaN. Refused, nothing written.
+    socket = zmq_socket()
+    socket.connect(ps.address.endpoints[0])
+    header = P.encode_request(P.OP_PUSH, ps.address.server_id, 7, 1,
+                              [P.Item(0, P.KIND_ROWS, 1, 1)], scale=4e38)
+    socket.send_multipart([header, np.array([3], np.int64), np.zeros((1, 4), np.float32)])
+    reply, message = recv(socket)
+    assert P.decode_reply(reply).error == P.ERR_NONFINITE
+    assert b"scale 4e+38 is beyond the range of float32" in message
+    assert not np.isnan(ps.params["w"]).any() and not ps.params["w"].any()
+
+
+def test_a_failed_pull_raises_again_and_its_other_answers_are_let_go(start_server):
+    ps = start_server({"w": np.zeros((20_000, 8), np.float32)}, shards=2)
+    assert [shard for shard, _, _ in ps.address.params[0].ranges] == [0, 1]
+    ps.params["w"][0] = 1e6  # float16 cannot carry it: shard 0 refuses the pull, shard 1 answers it
+    with Client(ps.address, wire_dtype="float16") as client:
+        pending = client.pull_async()
+        for _ in range(2):  # never a result assembled from shard 1's half alone
+            with pytest.raises(RequestError, match="float16 cannot carry"):
+                pending.result()
+        for _ in range(3):
+            with pytest.raises(RequestError, match="float16 cannot carry"):
+                client.pull()
+        np.testing.assert_array_equal(client.pull(rows=np.arange(10_000, 20_000))["w"], 0)  # shard 1's replies
+        assert not client.unclaimed and not client.abandoned  # shard 1's answers to the failed pulls: dropped
