@@ -61,8 +61,8 @@ ERRORS = {ERR_MALFORMED: "MALFORMED", ERR_VERSION: "VERSION", ERR_OP: "OP", ERR_
 # Request header: magic, version, op, n_items, flags (0), server_id, client_id, seq, scale.
 REQUEST = struct.Struct("<2sBBHHQQQd")
 # Item descriptor, n_items of them after the request header in frame 0: param index, kind, dtype code,
-# 4 reserved zero bytes, n_rows (rows of a DENSE item or length of a ROWS item's index frame).
-ITEM = struct.Struct("<HBB4xQ")
+# 4 reserved bytes (zero), n_rows (rows of a DENSE item or length of a ROWS item's index frame).
+ITEM = struct.Struct("<HBBIQ")
 # Reply header: magic, version, op, status, n_items, error code, seq.
 REPLY = struct.Struct("<2sBBBxHIxxxxQ")
 
@@ -128,7 +128,7 @@ def frames_per_item(op: int, kind: int) -> int:
 
 def encode_request(op: int, server_id: int, client_id: int, seq: int, items, scale: float = 1.0) -> bytes:
     parts = [REQUEST.pack(MAGIC, VERSION, op, len(items), 0, server_id, client_id, seq, scale)]
-    parts.extend(ITEM.pack(item.param, item.kind, item.dtype, item.n_rows) for item in items)
+    parts.extend(ITEM.pack(item.param, item.kind, item.dtype, 0, item.n_rows) for item in items)
     return b"".join(parts)
 
 
@@ -165,15 +165,20 @@ def decode_request(header, n_frames: int) -> Request:
     if len(header) != expected:
         raise ProtocolError(ERR_MALFORMED, f"header frame is {len(header)} bytes, {n_items} items need "
                                            f"exactly {expected}")
-    items = tuple(map(Item._make, ITEM.iter_unpack(header[REQUEST.size:])))
-    for item in items:
-        if item.kind not in KINDS:
-            raise ProtocolError(ERR_OP, f"unknown item kind {item.kind}")
+    if op == OP_STATS and n_items:
+        raise ProtocolError(ERR_MALFORMED, f"STATS takes no items, got {n_items}")
+    items = []
+    for param, kind, dtype, reserved, n_rows in ITEM.iter_unpack(header[REQUEST.size:]):
+        if kind not in KINDS:
+            raise ProtocolError(ERR_OP, f"unknown item kind {kind}")
+        if reserved:
+            raise ProtocolError(ERR_MALFORMED, f"an item's reserved bytes are {reserved:#x}, must be 0")
+        items.append(Item(param, kind, dtype, n_rows))
     wanted = sum(frames_per_item(op, item.kind) for item in items)
     if n_frames != wanted:
         raise ProtocolError(ERR_MALFORMED, f"{n_frames} data frames after the header, "
                                            f"{OPS[op]} of these items needs {wanted}")
-    return Request(op, server_id, client_id, seq, scale, items)
+    return Request(op, server_id, client_id, seq, scale, tuple(items))
 
 
 def encode_reply(op: int, status: int, seq: int, n_items: int = 0, error: int = 0) -> bytes:

@@ -296,6 +296,9 @@ class Shard:
         frames, wanted = iter(data), []
         for item in request.items:
             param = self.param(item)
+            if item.kind == P.KIND_DENSE and item.n_rows != param.hi - param.lo:
+                raise P.ProtocolError(P.ERR_SHAPE, f"dense pull of '{param.name}' asks for {item.n_rows} rows, "
+                                                   f"this shard owns {param.hi - param.lo}")
             rows = None if item.kind == P.KIND_DENSE else self.rows(param, next(frames), item.n_rows)
             wanted.append((param, rows, P.DTYPES[item.dtype]))
         # A small request may ask for the same rows, or the same parameter, many times over: refuse it before

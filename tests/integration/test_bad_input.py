@@ -61,6 +61,13 @@ def bad_requests(server_id):
         ("pull of rows not owned", request(server_id, [P.Item(0, P.KIND_ROWS, F64, 1)],
                                            [np.array([3000], np.int64).tobytes()], op=P.OP_PULL),
          P.ERR_ROWS, "row 3000"),
+        ("dense pull with wrong row count", request(server_id, [P.Item(0, P.KIND_DENSE, F64, 5)], [],
+                                                    op=P.OP_PULL),
+         P.ERR_SHAPE, "asks for 5 rows, this shard owns 2048"),
+        ("reserved item bytes not zero", [good_header[:44] + b"\xff" * 4 + good_header[48:]] + one_row,
+         P.ERR_MALFORMED, "reserved bytes are 0xffffffff"),
+        ("stats with items", request(server_id, [P.Item(0, P.KIND_DENSE, F64, 2048)], [], op=P.OP_STATS),
+         P.ERR_MALFORMED, "STATS takes no items"),
     ]
 
 
