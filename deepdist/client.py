@@ -20,7 +20,7 @@ import zmq
 from . import kernels, protocol as P
 from .errors import RequestError, ShardTimeout
 from .frames import recv_frames, send_frames
-from .sharding import split_by_owner
+from .sharding import is_ipv6, split_by_owner
 
 DENSE_SAMPLE = 64  # rows of a dense delta looked at before deciding to scan it for sparse rows
 
@@ -71,6 +71,7 @@ class Client:
             # A blocking recv with a timeout is one call where a poll and then a recv are two (about 10 us
             # of a pull's client thread per reply, measured).
             socket.sndtimeo = socket.rcvtimeo = int(timeout * 1000)
+            socket.ipv6 = is_ipv6(endpoint)
             socket.connect(endpoint)
             self.sockets.append(socket)
         self.pending = [collections.deque() for _ in self.sockets]  # (seq, op) sent and not yet answered

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import kernels, protocol as P, shm
 from .errors import DeepDistError, ShardDied
-from .sharding import WILDCARDS, ServerAddress, owned, plan
+from .sharding import WILDCARDS, ServerAddress, owned, plan, tcp_endpoint
 
 log = logging.getLogger("deepdist.server")
 
@@ -156,7 +156,7 @@ class ParameterServer:
         line = self.read_line(index, process, self.start_timeout, "start")
         if not line.startswith("READY "):
             raise ShardDied(f"shard {index} said {line!r} instead of READY")
-        return f"tcp://{self.advertise}:{line.rsplit(':', 1)[1]}"
+        return tcp_endpoint(self.advertise, line.rsplit(":", 1)[1])
 
     def read_line(self, index: int, process: subprocess.Popen, timeout: float, doing: str) -> str:
         """The shard's next line on its standard output, within ``timeout`` seconds."""

@@ -29,6 +29,7 @@ import zmq
 
 from . import kernels, protocol as P, shm
 from .frames import next_is_message, recv_frames, send_frames
+from .sharding import is_ipv6, tcp_endpoint
 
 log = logging.getLogger("deepdist.shard")
 
@@ -503,8 +504,9 @@ def main() -> None:
     socket = context.socket(zmq.ROUTER)
     socket.linger = 0
     socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"])
-    port = config.get("port") or "*"
-    socket.bind(f"tcp://{config['host']}:{port}")
+    bind = tcp_endpoint(config["host"], config.get("port") or "*")
+    socket.ipv6 = is_ipv6(bind)
+    socket.bind(bind)
     endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
     control.answer(f"READY {endpoint}")
     try:

@@ -18,6 +18,17 @@ WHOLE_BELOW_BYTES = 64 * 1024
 WILDCARDS = ("0.0.0.0", "*", "::")  # bind addresses meaning every interface: no client can dial them
 
 
+def tcp_endpoint(host: str, port) -> str:
+    """The ZeroMQ endpoint of ``host`` (a name, an IPv4 address, or an IPv6 address, which ZeroMQ wants in
+    brackets) and ``port`` (a number, or ``*`` for any free one)."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def is_ipv6(endpoint: str) -> bool:
+    """Whether a ``tcp_endpoint`` names an IPv6 address: its socket must have ZMQ_IPV6 set to reach it."""
+    return endpoint.startswith("tcp://[")
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """What a client needs to know of a parameter: its name, dtype, shape and who owns which rows."""

@@ -1,6 +1,7 @@
 """The public contract of ParameterServer and Client, against real shard processes."""
 import dataclasses
 import pickle
+import socket
 
 import numpy as np
 import pytest
@@ -380,3 +381,25 @@ def test_a_failed_pull_raises_again_and_its_other_answers_are_let_go(start_serve
                 client.pull()
         np.testing.assert_array_equal(client.pull(rows=np.arange(10_000, 20_000))["w"], 0)  # shard 1's replies
         assert not client.unclaimed and not client.abandoned  # shard 1's answers to the failed pulls: dropped
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this host")
+@pytest.mark.parametrize("host, advertise", [("::1", None), ("::", "::1"), ("::", "127.0.0.1")])
+def test_shards_listen_and_clients_dial_over_ipv6(start_server, host, advertise):
+    ps = start_server({"w": np.zeros((20_000, 4))}, shards=2, host=host, advertise=advertise)
+    dialled = advertise or host
+    assert all(e.startswith(f"tcp://[{dialled}]:" if ":" in dialled else f"tcp://{dialled}:")
+               for e in ps.address.endpoints)  # IPv6 literals in brackets, as ZeroMQ wants them
+    with Client(ps.address, timeout=10) as client:
+        client.push({"w": (np.array([0, 19_999]), np.ones((2, 4)))})
+        pulled = client.pull()["w"]
+    assert pulled[[0, 19_999]].tolist() == [[1.0] * 4] * 2 and pulled.sum() == 8  # both shards reached
