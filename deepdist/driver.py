@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .models import get_arrays, param_names, set_arrays, strip
+from .models import forget_cached, get_arrays, param_names, set_arrays, strip
 from .server import ParameterServer, pickle_function
 from .spark import (PARTITIONS, PROGRESS, PROGRESS_SIZE, RECORDS, UPDATES, WORDS, DescentKeepingProgress,
                     gradient_task, settings)
@@ -183,6 +183,7 @@ class DeepDist:
         else:
             server.close_session(address)
         finally:
+            forget_cached(self.model)  # the job changed the live arrays, if it ran at all
             if reporter:
                 reporter.stop()
             if model is not None:

@@ -83,10 +83,16 @@ def get_arrays(model, names) -> dict:
     return {name: get_array(model, name) for name in names}
 
 
+def forget_cached(model) -> None:
+    """Drop what the model caches of its parameters' values, stale once they change, in place or not: gensim's
+    unit-norm vectors for most_similar (its own train drops them too)."""
+    if is_word2vec(model):
+        model.wv.norms = None
+
+
 def set_arrays(model, arrays: dict) -> None:
     """Point the model's parameters at ``arrays`` (no copy)."""
-    if is_word2vec(model) and "syn0" in arrays:
-        model.wv.norms = None  # gensim caches unit-norm vectors for most_similar: stale once syn0 changes
+    forget_cached(model)
     for name, array in arrays.items():
         if isinstance(model, dict):
             model[name] = array

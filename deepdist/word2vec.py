@@ -361,6 +361,11 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
         # partition order, so epochs still run one after another; the learning rate follows the global word
         # count either way.
         passes = rdd.context.union([rdd] * epochs) if epochs > 1 else rdd
+        if passes.getNumPartitions() != partitions * epochs:
+            # Spark unions RDDs that share a partitioner (partitionBy, then mapPartitions preserving it)
+            # partition by partition: one task per partition for all epochs, each taken for epoch 0.
+            # Dropping the partitioner (a pass-through map, pipelined into the task) gives one per epoch.
+            passes = rdd.context.union([rdd.mapPartitions(iter)] * epochs)
         summary = dd.run(passes, _train_partition, job)
     for key in ("words", "effective_words", "kernel_seconds", "vocabulary_loads"):  # an RDD with no partitions
         summary.setdefault(key, 0)
@@ -537,9 +542,12 @@ class _Trainer:
                        "kernel_seconds": 0.0, "vocabulary_loads": int(loaded)}
 
     def seed(self, epoch) -> None:
-        """Seed model.random (subsampling and negative draws) and the pool's rng per (model seed, epoch,
-        partition): tasks differ from each other and from epoch to epoch, and a rerun repeats itself."""
-        seeds = np.random.SeedSequence([self.job["seed"], epoch, self.partition]).spawn(2)
+        """Seed model.random (subsampling and negative draws) and the pool's rng per (model seed, words the
+        server had counted before this train, epoch, partition): tasks differ from each other, from epoch to
+        epoch and from one train call to the next (as gensim's model.random carries on), and a rerun repeats
+        itself."""
+        seeds = np.random.SeedSequence([self.job["seed"], int(self.job["words_before"]), epoch,
+                                        self.partition]).spawn(2)
         self.model.random = np.random.RandomState(seeds[0].generate_state(1)[0])
         self.rng = np.random.default_rng(seeds[1])
 

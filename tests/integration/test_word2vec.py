@@ -533,3 +533,48 @@ def test_quickstart_gradient_and_descent_train_word2vec(corpus, sentences):
     neighbours = [word for word, _ in model.wv.most_similar("france", topn=10)]
     assert {"spain", "italy", "germany", "england", "britain", "french", "paris", "europe"} & set(neighbours), \
         neighbours
+
+
+def test_train_leaves_no_stale_unit_vectors_for_most_similar(spark_context, sentences):
+    """gensim caches unit-norm vectors at the first most_similar; its own train drops them, and so must a
+    train through DeepDist, by word2vec.train or the generic API, or the next query divides the new vectors
+    by the old lengths."""
+    rdd = spark_context.parallelize(sentences[:1000], 2)
+    model = build_model(rdd, **HYPER)
+    word = model.wv.index_to_key[10]
+    with DeepDist(model, progress=False) as dd:
+        for run in (lambda: train(dd, rdd, epochs=1), lambda: dd.train(rdd, add_ones_to_syn0)):
+            model.wv.most_similar(word)  # caches the norms of the vectors as they are now
+            run()
+            assert np.linalg.norm(model.wv.get_vector(word, norm=True)) == pytest.approx(1.0, abs=1e-5)
+
+
+def add_ones_to_syn0(model, data):
+    list(data)
+    return {"syn0": np.ones_like(model.wv.vectors)}
+
+
+def test_each_train_call_draws_new_random_numbers_and_a_rerun_repeats_them(spark_context, sentences):
+    """Subsampling, window sizes and negatives come from seeds that change from one train call to the next
+    (as gensim's model.random carries on), not the same draws every call; a rerun draws what the run did."""
+    rdd = spark_context.parallelize(sentences[:1000], 2)
+    kept = []
+    for _ in range(2):
+        model = build_model(rdd, **HYPER)  # sample=1e-3: effective_words counts the words subsampling kept
+        with DeepDist(model, progress=False) as dd:
+            kept.append([train(dd, rdd, epochs=1)["effective_words"] for _ in range(2)])
+    assert kept[0][0] != kept[0][1]  # the second call dropped other words than the first
+    assert kept[1] == kept[0]
+
+
+def test_epochs_over_an_rdd_with_a_partitioner_are_tasks_of_their_own(spark_context, sentences):
+    # Spark unions RDDs that share a partitioner partition by partition: 2 tasks for 3 epochs, each counted
+    # as epoch 0, unless train drops the partitioner first.
+    keyed = spark_context.parallelize(list(enumerate(sentences[:400])), 2).partitionBy(2)
+    rdd = keyed.mapPartitions(lambda pairs: (sentence for _, sentence in pairs), preservesPartitioning=True)
+    assert rdd.context.union([rdd] * 3).getNumPartitions() == 2
+    model = build_model(rdd, **HYPER)
+    with DeepDist(model, progress=False) as dd:
+        summary = train(dd, rdd, epochs=3, keep_words=0)  # no kept partitions: one task per partition and epoch
+    assert summary["partitions"] == 2 * 3
+    assert summary["words"] == 3 * model.corpus_total_words
