@@ -448,8 +448,9 @@ def make_parser(description=__doc__.split("\n\n")[0]):
                         help="deepdist's corpus: dealt round-robin over the partitions by a shuffle, timed as "
                              "training (spread), or each partition one contiguous part (default: %(default)s)")
     parser.add_argument("--chunk-words", type=int, default=None,
-                        help="deepdist's words between syncs (default: deepdist.word2vec's CHUNK_WORDS, or "
-                             "CHUNK_WORDS_HS with hs), and legacy2014-fine's words per partition (default: "
+                        help="deepdist's words between syncs (default: deepdist.word2vec.default_chunk_words: "
+                             "10,000, or 5,000 with hs, for 2 tasks at once, fewer for more), and "
+                             "legacy2014-fine's words per partition (default: "
                              "CHUNK_WORDS, deepdist's for the settings legacy2014-fine runs)")
     parser.add_argument("--wire-dtype", choices=("float16",), default=None,
                         help="deepdist's values travel as float16 (DeepDist's half-precision wire; default: "

@@ -13,7 +13,8 @@ How a task trains. It walks its partition in chunks of about ``chunk_words`` raw
 pulls only the rows the chunk can touch, trains them with gensim's kernels on private buffers (through
 ``_word2vec_inner.train_batch``: gensim's ``train_batch_sg`` / ``train_batch_cbow`` with the per-word work in
 C), and pushes ``new rows - pulled rows``. Syncing every few thousand words matters: workers that train a
-whole partition from one snapshot and then add their deltas wreck the model (see NOTES.md).
+whole partition from one snapshot and then add their deltas wreck the model (README, "DeepDist: training
+on Spark", on ``batch``).
 - syn0 rows: the chunk's in-vocabulary words.
 - syn1neg rows: the chunk's words, plus the negatives. gensim would draw negatives from the whole
   vocabulary, so we first draw a pool of ``negative_pool`` words from gensim's own unigram^0.75 table, and
@@ -301,7 +302,7 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     keep_words: with several epochs, partitions of at most this many words (judged by the model's
         ``corpus_total_words`` over the RDD's partitions) are kept in memory by their task, which trains
         every epoch on them: one Spark task per partition rather than one per partition and epoch. A Spark
-        task costs 100-150 core-ms of Spark's own time, and a kept word about 70 bytes. 0: never keep.
+        task costs 100-150 core-ms of Spark's own time, and a kept word about 65 bytes. 0: never keep.
         Only when every partition's task can run at once (no more partitions than Spark's
         ``defaultParallelism`` task slots): tasks that wait for a slot would train all their epochs after
         the first wave had trained all of its, at a learning rate already decayed by the first wave's work

@@ -4,7 +4,9 @@
     python examples/word2vec.py corpus.txt.gz    # one sentence per line (any path Spark can read)
     python examples/word2vec.py enwiki-latest-pages-articles.xml.bz2   # a Wikipedia dump, parsed by executors
     spark-submit --master spark://host:7077 --archives env.tar.gz#environment \
-        --conf spark.pyspark.python=./environment/bin/python examples/word2vec.py hdfs:///corpus  # a cluster
+        --conf spark.pyspark.python=./environment/bin/python \
+        --conf spark.pyspark.driver.python=/path/to/env/bin/python \
+        examples/word2vec.py hdfs:///corpus    # a cluster (docs/cluster.md, section 3)
 
 On a cluster the executors need deepdist's compiled extension: docs/cluster.md packs a virtual environment
 holding its wheel (scripts/pack_env.sh) for --archives; without it they run whatever python3 is on their PATH.
