@@ -128,7 +128,8 @@ def run_outside(argv) -> int:
     command("ip", "netns", "add", name)
     try:
         command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        return subprocess.run(["ip", "netns", "exec", name, sys.executable, __file__, "--inside", *argv]).returncode
+        return subprocess.run(["ip", "netns", "exec", name, sys.executable, __file__, "--inside", name,
+                               *argv]).returncode
     finally:
         for pid in command("ip", "netns", "pids", name, check=False).stdout.split():
             try:
@@ -185,7 +186,10 @@ def run_inside(parser, args) -> int:
                            "config": {"corpus": corpus, "words": bench.words, "epochs": args.epochs,
                                       "cores": args.cores, "chunk_words": args.chunk_words, "rates": rates,
                                       "seed": args.seed, "repeat": args.repeat, "systems": systems,
-                                      "port_base": PORT_BASE, "shards": SHARDS},
+                                      "port_base": PORT_BASE, "shards": SHARDS,
+                                      # where it ran: the namespace (removed at the end) and the process
+                                      # whose pid names the shards' shared memory
+                                      "namespace": args.inside, "pid": os.getpid()},
                            "results": rows, "runs": runs})
     return 0 if all("error" not in row for row in rows) else 1
 
@@ -223,12 +227,12 @@ def main(argv=None):
     parser.set_defaults(systems="deepdist-hs", json=HERE / "results" / "link.json")
     parser.add_argument("--rates", default="1gbit,500mbit",
                         help="the link's rate each way, comma-separated, in tc's syntax (default: %(default)s)")
-    # Set when the script runs itself inside the namespace it made.
-    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    # The namespace's name, when the script runs itself inside the namespace it made.
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.wire_dtype is not None:
         parser.error("--wire-dtype: every rate runs at float32 and over the float16 wire")
-    if not args.inside:
+    if args.inside is None:
         return run_outside(argv)
     return run_inside(parser, args)
 

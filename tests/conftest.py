@@ -47,6 +47,7 @@ def zmq_socket():
     def make(kind=zmq.DEALER):
         socket = context.socket(kind)
         socket.linger = 0
+        socket.rcvtimeo = socket.sndtimeo = int(RECV_TIMEOUT * 1000)  # a blocking call fails, never hangs
         sockets.append(socket)
         return socket
 

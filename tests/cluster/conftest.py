@@ -40,7 +40,7 @@ def packed(tmp_path_factory):
     started = time.monotonic()
     result = subprocess.run(["bash", str(REPO / "scripts" / "pack_env.sh"), str(root)],
                             env=scrubbed_env(PYTHON=sys.executable),
-                            cwd=root, capture_output=True, text=True, timeout=1200)
+                            cwd=root, capture_output=True, text=True, timeout=500)
     log = result.stdout + result.stderr
     assert result.returncode == 0, f"scripts/pack_env.sh failed:\n{log[-8000:]}"
     packed = Packed(root, time.monotonic() - started, log)

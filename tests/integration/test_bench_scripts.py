@@ -47,7 +47,7 @@ def run_bench(script, *args, timeout, env=None):
                 stdout, stderr = process.communicate(timeout=INTERRUPTED_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-                stdout, stderr = process.communicate()
+                stdout, stderr = process.communicate(timeout=INTERRUPTED_EXIT_TIMEOUT)
             pytest.fail(f"{script} did not finish within {timeout} s:\n{stderr[-5000:]}")
     assert process.returncode == 0, f"{script} exited with {process.returncode}:\n{stderr[-5000:]}"
     # The resource tracker unlinks what a script leaks when it exits, and says so on stderr.
@@ -273,7 +273,6 @@ def test_link_bench_shapes_only_the_shards_traffic_and_removes_its_namespace(tmp
     if why:
         pytest.skip(why)
     out = tmp_path / "link.json"
-    segments = set(shm.leftover())
     stdout = run_bench("link.py", "--systems", "deepdist", "--rates", "200mbit", "--max-words", WORD2VEC_MAX_WORDS,
                        "--epochs", 1, "--json", out, timeout=300,
                        env={"SPARK_LOCAL_DIRS": str(tmp_path / "spark-local")})
@@ -293,6 +292,10 @@ def test_link_bench_shapes_only_the_shards_traffic_and_removes_its_namespace(tmp
             assert summary["bytes_received"] < through["from_shards"] < 2 * summary["bytes_received"] + 1e6, row
     assert [row["wire_dtype"] for row in payload["results"]] == ["float32", "float16"] * 2
     assert printed_tables(stdout) == [["deepdist"] * 4]
-    # The inner run's shards had pids of their own: nothing of theirs is left, and neither is the namespace.
-    assert set(shm.leftover()) <= segments
-    assert "deepdist-link-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    # The run inside the namespace had a pid of its own, which names its shards' shared memory: none of it is
+    # left, and neither is the namespace.
+    config = payload["config"]
+    assert config["namespace"].startswith("deepdist-link-") and config["pid"] > 0
+    assert not shm.leftover(f"{shm.PREFIX}{config['pid']}-")
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    assert config["namespace"] not in namespaces.split()

@@ -240,7 +240,8 @@ def slow_add(model, update):
 def test_sessions_open_and_close_while_clients_keep_the_shard_busy(start_server):
     """A shard reads its commands between two requests, not once its queue runs dry: a running job's clients
     may never let it. And once close_session returns, nothing sent to the closed job is applied."""
-    ps = start_server({"w": np.zeros(4)}, shards=1, start_timeout=5)
+    ps = start_server({"w": np.zeros(4)}, shards=1)
+    ps.start_timeout = 5  # for the commands below (the shard started under the default)
     job = ps.open_session(slow_add)
     stop, refused = threading.Event(), []
 
@@ -285,7 +286,8 @@ def test_an_answer_that_came_too_late_is_not_taken_for_a_later_commands(start_se
             time.sleep(0.01)
         model.a += update["a"]
 
-    ps = start_server({"a": np.zeros(4)}, shards=1, start_timeout=1)
+    ps = start_server({"a": np.zeros(4)}, shards=1)
+    ps.start_timeout = 1  # for the commands below (the shard started under the default)
     job = ps.open_session(wait_for_gate)
     with Client(job, timeout=60) as client:
         client.push({"a": np.ones(4)})

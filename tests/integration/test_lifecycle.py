@@ -53,17 +53,16 @@ def test_killed_shard_is_reported_and_memory_unlinked(no_leftover_shm):
     params = {"w": np.zeros((50_000, 4))}
     with pytest.raises(ShardDied, match="shard 1 died with signal 9"):
         with ParameterServer(params, shards=2) as ps:
-            with Client(ps.address, timeout=1.0) as client:
+            with Client(ps.address) as client:
                 client.push({"w": np.ones((50_000, 4))})
                 client.flush()
-                os.kill(ps.processes[1].pid, signal.SIGKILL)
-                wait_until(lambda: 1 in ps.dead)  # the watcher noticed on its own
-                with pytest.raises(ShardDied, match="shard 1"):
-                    ps.check()
-                started = time.monotonic()
+            os.kill(ps.processes[1].pid, signal.SIGKILL)
+            wait_until(lambda: 1 in ps.dead)  # the watcher noticed on its own
+            with pytest.raises(ShardDied, match="shard 1"):
+                ps.check()
+            with Client(ps.address, timeout=1.0) as client:  # a timeout, not a hang
                 with pytest.raises(ShardTimeout, match="shard 1 at tcp://.* did not reply within 1 s"):
                     client.pull()
-                assert time.monotonic() - started < 5.0
     # Shard 0's half survived and came back to the caller's array.
     assert params["w"][:25_000].sum() == 100_000
 
@@ -133,7 +132,7 @@ def test_a_failed_start_hands_moved_in_values_back(no_leftover_shm):
     taken.listen()
     try:
         w = np.full((4096, 256), 3.0, np.float32)
-        with pytest.raises(ShardDied):
+        with pytest.raises(ShardDied, match="shard 0 exited with"):
             ParameterServer({"w": w}, shards=1, port=taken.getsockname()[1], move_in=["w"],
                             copy_back=False).start()
         assert (w == 3.0).all()

@@ -31,6 +31,7 @@ def test_frames_arrive_whole_and_in_order_with_pyzmq_on_the_other_side(zmq_socke
     assert a.poll(10_000)
     assert [bytes(frame.buffer) for frame in recv_frames(a)] == [b"one"]
     send_frames(a, [b"x", b"y"])
+    assert b.poll(10_000)
     assert b.recv_multipart() == [b"x", b"y"]
 
 

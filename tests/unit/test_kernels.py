@@ -685,6 +685,8 @@ def test_axpy_float16_matches_numpy(half_impl, alpha):
 
 
 def test_axpy_float16_large_matches_twin(half_impl, ref):
+    if half_impl is ref:
+        pytest.skip("the twin against itself")
     rng = np.random.default_rng(11)
     src = as_float16(rng.standard_normal(100_003))
     a = rng.standard_normal(100_003).astype(np.float32)

@@ -27,6 +27,7 @@ def hs_model(sentences):
 
 def test_huffman_codes_and_paths_ship_packed_and_come_back_equal(sentences):
     model = hs_model(sentences)
+    assert set(PACKED_EXPANDOS) == {"code", "point"}  # gensim's per-word Huffman arrays, all of them
     originals = {key: model.wv.expandos[key] for key in PACKED_EXPANDOS}
     shell = pickle.loads(pickle.dumps(strip(model, param_names(model))))
     for key, original in originals.items():
