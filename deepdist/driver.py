@@ -83,7 +83,7 @@ class DeepDist:
             raise RuntimeError("the model is already served by another DeepDist's with-block: a block inside it "
                                "would train a copy, and the outer block's end would drop that training")
         options = dict(self.server_options)
-        config = settings(active_spark_context(), shards=self.shards, host=self.host, advertise=self.advertise,
+        config = settings(active_spark_conf(), shards=self.shards, host=self.host, advertise=self.advertise,
                           port=self.port, check_finite=options.pop("check_finite", None),
                           **self.given_client_options)
         self.client_options = {name: config[name] for name in self.given_client_options}
@@ -268,9 +268,11 @@ def format_summary(summary: dict) -> str:
     return text + f", {sent / 1e6:,.1f} MB pushed, {received / 1e6:,.1f} MB pulled"
 
 
-def active_spark_context():
+def active_spark_conf():
+    """The active SparkContext's configuration, or None (no SparkContext, or no pyspark)."""
     try:
         from pyspark import SparkContext
     except ImportError:
         return None
-    return SparkContext._active_spark_context
+    context = SparkContext._active_spark_context
+    return None if context is None else context.getConf()

@@ -47,10 +47,10 @@ DEFAULTS = {"host": None, "advertise": None, "port": 0, "shards": 2, "timeout": 
             "check_finite": True, "wire_dtype": None}
 
 
-def settings(spark_context, **given) -> dict:
-    """DeepDist's settings (the names of ``CONF_KEYS``): each one given and not None, else its Spark
-    configuration key, else its default; then bind and advertised address as ``shard_addresses`` decides."""
-    conf = spark_context.getConf() if spark_context is not None else None
+def settings(conf, **given) -> dict:
+    """DeepDist's settings (the names of ``CONF_KEYS``): each one given and not None, else its key in the
+    Spark configuration ``conf`` (a SparkConf, the active SparkContext's; None without Spark), else its
+    default; then bind and advertised address as ``shard_addresses`` decides."""
     unknown = set(given) - set(CONF_KEYS)
     if unknown:
         raise TypeError(f"unknown settings {sorted(unknown)}")
@@ -63,7 +63,7 @@ def settings(spark_context, **given) -> dict:
                 value, where = parse_setting(key, kind, text.strip()), key
         out[name] = DEFAULTS[name] if value is None else value
         check_setting(name, out[name], where)
-    out["host"], out["advertise"] = shard_addresses(spark_context, out["host"], out["advertise"])
+    out["host"], out["advertise"] = shard_addresses(conf, out["host"], out["advertise"])
     return out
 
 
@@ -99,14 +99,15 @@ def check_setting(name, value, where) -> None:
         raise ValueError(f"{where} must be {what}, got {value!r}")
 
 
-def shard_addresses(spark_context, host=None, advertise=None) -> tuple:
+def shard_addresses(conf, host=None, advertise=None) -> tuple:
     """``(bind, advertise)``: where shards listen and the host executors dial.
 
     On a local master everything stays on loopback. Otherwise shards listen on every interface and
     executors dial ``spark.driver.host`` (the address Spark itself uses to reach the driver), unless told
-    otherwise (arguments, or spark.deepdist.bindAddress / advertiseAddress through ``settings``).
+    otherwise (arguments, or spark.deepdist.bindAddress / advertiseAddress through ``settings``). ``conf``:
+    the Spark configuration (its ``spark.master`` says which master), or None without Spark.
     """
-    master = spark_context.master if spark_context is not None else "local"
+    master = conf.get("spark.master", "local") if conf is not None else "local"
     local = master.startswith("local")
     if host is None:
         host = "127.0.0.1" if local else "0.0.0.0"
@@ -114,8 +115,7 @@ def shard_addresses(spark_context, host=None, advertise=None) -> tuple:
         if host not in WILDCARDS:
             advertise = host
         else:
-            conf = spark_context.getConf() if spark_context is not None else None
-            advertise = (conf.get("spark.driver.host", None) if conf else None) or socket.getfqdn()
+            advertise = (conf.get("spark.driver.host", None) if conf is not None else None) or socket.getfqdn()
     if not local and (advertise.startswith("127.") or advertise in ("localhost", "::1")):
         log.warning("deepdist: shards advertise the loopback address %s to master %s: only executors on "
                     "this machine can reach them (set spark.driver.host to an address they can reach, or "

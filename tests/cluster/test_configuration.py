@@ -1,5 +1,6 @@
 """docs/configuration.md: DeepDist's settings come from its arguments, else from spark.deepdist.* keys of the Spark
-configuration, else from defaults that suit the master (fast: a stand-in SparkContext, real shards)."""
+configuration, else from defaults that suit the master (fast: real SparkConfs without a SparkContext, real
+shards)."""
 import logging
 import socket
 
@@ -11,23 +12,15 @@ from deepdist import DeepDist
 from deepdist.spark import CONF_KEYS, DEFAULTS, settings
 from standalone import free_port_run
 
-
-class FakeConf:
-    def __init__(self, values):
-        self.values = values
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
+pyspark = pytest.importorskip("pyspark")
 
 
-class FakeContext:
-    """What DeepDist reads of a SparkContext: its master and its configuration."""
-
-    def __init__(self, master="spark://cluster:7077", **conf):
-        self.master, self.conf = master, conf
-
-    def getConf(self):
-        return FakeConf(self.conf)
+def spark_conf(master="spark://cluster:7077", **values):
+    """A real SparkConf as a SparkContext on ``master`` holds it, with ``values`` set: what DeepDist reads."""
+    conf = pyspark.SparkConf(loadDefaults=False).setMaster(master)
+    for key, value in values.items():
+        conf.set(key, value)
+    return conf
 
 
 def test_every_setting_has_a_spark_conf_key_and_a_default():
@@ -38,16 +31,16 @@ def test_every_setting_has_a_spark_conf_key_and_a_default():
 
 @pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,1024]"])
 def test_local_masters_stay_on_loopback(master):
-    assert settings(FakeContext(master)) == {"host": "127.0.0.1", "advertise": "127.0.0.1", "port": 0,
+    assert settings(spark_conf(master)) == {"host": "127.0.0.1", "advertise": "127.0.0.1", "port": 0,
                                              "shards": 2, "timeout": 60.0, "window": 32, "check_finite": True,
                                              "wire_dtype": None}
     assert settings(None)["host"] == "127.0.0.1"  # no Spark at all
 
 
 def test_cluster_masters_listen_everywhere_and_advertise_the_driver_host():
-    config = settings(FakeContext("yarn", **{"spark.driver.host": "driver.example"}))
+    config = settings(spark_conf("yarn", **{"spark.driver.host": "driver.example"}))
     assert (config["host"], config["advertise"]) == ("0.0.0.0", "driver.example")
-    config = settings(FakeContext("k8s://https://api:6443"))
+    config = settings(spark_conf("k8s://https://api:6443"))
     assert (config["host"], config["advertise"]) == ("0.0.0.0", socket.getfqdn())  # no spark.driver.host
 
 
@@ -56,17 +49,17 @@ def test_spark_conf_keys_are_read_and_typed():
             "spark.deepdist.port": "40000", "spark.deepdist.shards": "4", "spark.deepdist.timeout": "7.5",
             "spark.deepdist.window": "8", "spark.deepdist.checkFinite": "false",
             "spark.deepdist.wireDtype": "float16"}
-    assert settings(FakeContext(**conf)) == {"host": "10.0.0.5", "advertise": "driver.svc", "port": 40000,
+    assert settings(spark_conf(**conf)) == {"host": "10.0.0.5", "advertise": "driver.svc", "port": 40000,
                                              "shards": 4, "timeout": 7.5, "window": 8, "check_finite": False,
                                              "wire_dtype": "float16"}
     # A bind address without an advertised one: clients dial the bind address.
-    assert settings(FakeContext(**{"spark.deepdist.bindAddress": "10.0.0.5"}))["advertise"] == "10.0.0.5"
+    assert settings(spark_conf(**{"spark.deepdist.bindAddress": "10.0.0.5"}))["advertise"] == "10.0.0.5"
 
 
 def test_arguments_beat_spark_conf():
-    context = FakeContext(**{"spark.deepdist.shards": "4", "spark.deepdist.timeout": "7",
-                             "spark.deepdist.checkFinite": "false", "spark.deepdist.advertiseAddress": "conf"})
-    config = settings(context, shards=3, timeout=2.0, check_finite=True, advertise="argument")
+    conf = spark_conf(**{"spark.deepdist.shards": "4", "spark.deepdist.timeout": "7",
+                         "spark.deepdist.checkFinite": "false", "spark.deepdist.advertiseAddress": "conf"})
+    config = settings(conf, shards=3, timeout=2.0, check_finite=True, advertise="argument")
     assert (config["shards"], config["timeout"], config["check_finite"], config["advertise"]) == \
         (3, 2.0, True, "argument")
 
@@ -83,7 +76,7 @@ def test_arguments_beat_spark_conf():
 ])
 def test_bad_values_name_their_key(key, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        settings(FakeContext(**{key: value}))
+        settings(spark_conf(**{key: value}))
 
 
 def test_bad_arguments_name_the_argument():
@@ -105,21 +98,22 @@ def test_arguments_of_the_wrong_type_name_the_argument(name, value, expected):
 
 def test_advertising_loopback_to_a_cluster_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="deepdist"):
-        settings(FakeContext(**{"spark.driver.host": "localhost"}))
+        settings(spark_conf(**{"spark.driver.host": "localhost"}))
     assert "only executors on this machine can reach them" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="deepdist"):
-        settings(FakeContext("local[2]"))
+        settings(spark_conf("local[2]"))
     assert not caplog.text
 
 
 def test_deepdist_starts_its_shards_as_the_spark_conf_says(monkeypatch, no_leftover_shm):
     port = free_port_run(3)
-    context = FakeContext(**{"spark.deepdist.bindAddress": "127.0.0.1", "spark.deepdist.port": str(port),
-                             "spark.deepdist.shards": "3", "spark.deepdist.timeout": "9",
-                             "spark.deepdist.window": "4", "spark.deepdist.checkFinite": "false",
-                             "spark.deepdist.wireDtype": "float16"})
-    monkeypatch.setattr(deepdist.driver, "active_spark_context", lambda: context)
+    conf = spark_conf(**{"spark.deepdist.bindAddress": "127.0.0.1", "spark.deepdist.port": str(port),
+                         "spark.deepdist.shards": "3", "spark.deepdist.timeout": "9",
+                         "spark.deepdist.window": "4", "spark.deepdist.checkFinite": "false",
+                         "spark.deepdist.wireDtype": "float16"})
+    # The configuration an active SparkContext with these keys would hand DeepDist.
+    monkeypatch.setattr(deepdist.driver, "active_spark_conf", lambda: conf)
     model = {"w": np.zeros((30_000, 4), np.float32)}
     with DeepDist(model, progress=False) as dd:
         assert dd.address.endpoints == tuple(f"tcp://127.0.0.1:{port + i}" for i in range(3))
