@@ -39,11 +39,13 @@ the same bits, NaNs included (quieted, the payload cut as F16C cuts it).
 exceptions, same results.
 """
 
+import operator
+
 cimport cython
 from cython cimport floating
-from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 
@@ -657,6 +659,15 @@ cdef object _half_bits(object a):
     return a.view(np.uint16)
 
 
+cdef int _check_apart(str func, str a_name, object a, str b_name, object b) except -1:
+    """Refuse an output that shares memory with an input: the loops read the input as they write the
+    output, so overlapping buffers would give results that depend on the loop (and memcpy's behaviour on
+    overlap is undefined)."""
+    if np.may_share_memory(a, b):
+        raise ValueError(f"{func}: {a_name} and {b_name} share memory; pass a copy of {b_name}")
+    return 0
+
+
 cdef int _check_rows(str func, object rows) except -1:
     dt = _dtype(rows)
     if dt != np.int64:
@@ -674,6 +685,7 @@ def axpy(dst, src, alpha=1.0):
     Raises TypeError on dtype mismatch, ValueError on length mismatch.
     """
     cdef int dtypes = _wire_dtypes("axpy", "dst", dst, "src", src)
+    _check_apart("axpy", "dst", dst, "src", src)
     if dtypes == _FLOAT16_WIRE:
         _axpy_half(dst, _half_bits(src), alpha)
     elif dtypes == _FLOAT32_BOTH:
@@ -695,6 +707,7 @@ def scatter_add(dst, rows, src, alpha=1.0):
     """
     _check_rows("scatter_add", rows)
     cdef int dtypes = _wire_dtypes("scatter_add", "dst", dst, "src", src)
+    _check_apart("scatter_add", "dst", dst, "src", src)
     if dtypes == _FLOAT16_WIRE:
         _scatter_add_half(dst, rows, _half_bits(src), alpha)
     elif dtypes == _FLOAT32_BOTH:
@@ -714,6 +727,7 @@ def gather(src, rows, out):
     """
     _check_rows("gather", rows)
     cdef int dtypes = _wire_dtypes("gather", "src", src, "out", out)
+    _check_apart("gather", "out", out, "src", src)
     if dtypes == _FLOAT16_WIRE:
         _gather_half(src, rows, _half_bits(out))
     elif dtypes == _FLOAT32_BOTH:
@@ -732,24 +746,29 @@ def scatter(dst, rows, src):
     Raises TypeError on dtype mismatch, ValueError on shape mismatch.
     """
     _check_rows("scatter", rows)
-    if _pair_is_float32("scatter", "dst", dst, "src", src):
+    cdef bint single = _pair_is_float32("scatter", "dst", dst, "src", src)
+    _check_apart("scatter", "dst", dst, "src", src)
+    if single:
         _scatter[cython.float](dst, rows, src)
     else:
         _scatter[cython.double](dst, rows, src)
 
 
-def index_words(sentences, dict key_to_index, Py_ssize_t size):
+def index_words(sentences, dict key_to_index not None, Py_ssize_t size):
     """The vocabulary indexes of the words of ``sentences`` that key_to_index has, in order, and where each
     sentence's end among them is: returns (indexes uint32, ends int64), sentence s's words being
     ``indexes[ends[s - 1]:ends[s]]`` (from 0 for the first).
 
     sentences: a list of lists of words (str).  Words key_to_index lacks are skipped.  An index outside
     [0, size) raises IndexError.  What word2vec looks up once per chunk, for the rows it pulls and for the
-    training alike: a dict lookup per word in C, with the word's cached hash.
+    training alike: a dict lookup per word in C, with the word's cached hash.  A lookup can run Python code
+    (a key's __eq__, a value's __index__); should it change the lists, RuntimeError, never a write past the
+    result.
     """
-    cdef Py_ssize_t s, j, n = 0, count, index
+    cdef Py_ssize_t s, j, n = 0, count, capacity, index
     cdef PyObject *found
     cdef list words
+    cdef object word
     if type(sentences) is not list:
         raise TypeError(f"index_words: sentences must be a list of lists, got {type(sentences).__name__}")
     if not 0 <= size <= 1 << 32:
@@ -762,19 +781,26 @@ def index_words(sentences, dict key_to_index, Py_ssize_t size):
             raise TypeError(f"index_words: each sentence must be a list, got "
                             f"{type(<object>PyList_GET_ITEM(sentences, s)).__name__}")
         n += PyList_GET_SIZE(<list>PyList_GET_ITEM(sentences, s))
-    indexes_array = np.empty(n, np.uint32)  # room for every word; cut to the known ones
+    capacity = n
+    indexes_array = np.empty(capacity, np.uint32)  # room for every word; cut to the known ones
     cdef uint32_t[::1] indexes = indexes_array
     n = 0
     for s in range(count):
-        words = <list>PyList_GET_ITEM(sentences, s)
-        for j in range(PyList_GET_SIZE(words)):
-            found = PyDict_GetItem(key_to_index, <object>PyList_GET_ITEM(words, j))
+        if PyList_GET_SIZE(sentences) != count:
+            raise RuntimeError("index_words: sentences changed while their words were looked up")
+        words = <list>PyList_GET_ITEM(sentences, s)  # a reference held: the list outlives any change
+        j = 0
+        while j < PyList_GET_SIZE(words):
+            word = <object>PyList_GET_ITEM(words, j)
+            j += 1
+            found = PyDict_GetItemWithError(key_to_index, word)  # NULL and an exception: raised here
             if found is NULL:
                 continue
             index = <object>found
             if not 0 <= index < size:
-                raise IndexError(f"index_words: word {<object>PyList_GET_ITEM(words, j)!r} has index "
-                                 f"{index}, outside the vocabulary of {size}")
+                raise IndexError(f"index_words: word {word!r} has index {index}, outside the vocabulary of {size}")
+            if n == capacity:
+                raise RuntimeError("index_words: sentences changed while their words were looked up")
             indexes[n] = <uint32_t>index
             n += 1
         ends[s] = n
@@ -784,15 +810,17 @@ def index_words(sentences, dict key_to_index, Py_ssize_t size):
 def first_row_outside(rows, lo, hi):
     """The position of the first of the int64 ``rows`` outside [lo, hi), or -1 if none is.
 
-    rows: 1-D contiguous int64 array.  Needs 0 <= lo <= hi (ValueError otherwise).
-    One pass in C: what a shard checks a request's rows against the range it owns with.
+    rows: 1-D contiguous int64 array.  lo, hi: integers (TypeError otherwise) with 0 <= lo <= hi < 2**63
+    (ValueError otherwise).  One pass in C: what a shard checks a request's rows against the range it owns
+    with.
     """
     _check_rows("first_row_outside", rows)
     cdef const int64_t[::1] view = rows
+    lo, hi = operator.index(lo), operator.index(hi)
+    if not 0 <= lo <= hi <= INT64_MAX:
+        raise ValueError(f"first_row_outside: need 0 <= lo <= hi < 2**63, got lo={lo} hi={hi}")
     cdef int64_t low = lo, high = hi
     cdef Py_ssize_t bad = -1
-    if not 0 <= low <= high:
-        raise ValueError(f"first_row_outside: need 0 <= lo <= hi, got lo={lo} hi={hi}")
     if view.shape[0]:
         with nogil:
             bad = _first_bad_row(&view[0], view.shape[0], low, high)
@@ -846,6 +874,7 @@ def narrow(src, out):
     """
     if _dtype(src) != np.float32 or _dtype(out) != np.float16:
         raise TypeError(f"narrow: src must be float32 and out float16, got {_dtype(src)} and {_dtype(out)}")
+    _check_apart("narrow", "out", out, "src", src)
     cdef const float[::1] values = src
     cdef uint16_t[::1] halves = _half_bits(out)
     cdef Py_ssize_t n = values.shape[0]
@@ -865,6 +894,7 @@ def widen(src, out):
     """
     if _dtype(src) != np.float16 or _dtype(out) != np.float32:
         raise TypeError(f"widen: src must be float16 and out float32, got {_dtype(src)} and {_dtype(out)}")
+    _check_apart("widen", "out", out, "src", src)
     cdef const uint16_t[::1] halves = _half_bits(src)
     cdef float[::1] values = out
     cdef Py_ssize_t n = halves.shape[0]

@@ -7,6 +7,8 @@ take (a typed memoryview ``floating[::1]`` / ``floating[:, ::1]`` requires a
 C-contiguous buffer of exactly that many dimensions, and a writable one for
 outputs), with the ValueError messages Cython uses for those.
 """
+import operator
+
 import numpy as np
 
 __all__ = ["ascending", "axpy", "first_row_outside", "gather", "index_words", "max_abs", "narrow", "nonzero_rows",
@@ -50,6 +52,12 @@ def _check_rows(func, rows):
         raise TypeError(f"{func}: rows must be int64, got {dtype}")
 
 
+def _check_apart(func, a_name, a, b_name, b):
+    """Refuse an output that shares memory with an input (see ``deepdist._core``)."""
+    if np.may_share_memory(a, b):
+        raise ValueError(f"{func}: {a_name} and {b_name} share memory; pass a copy of {b_name}")
+
+
 def _view(a, ndim, writable=False):
     """a as an ndarray sharing its memory, checked like a typed memoryview conversion."""
     # Through memoryview() so that a non-buffer (a list) raises TypeError
@@ -79,10 +87,11 @@ def _check_row_args(func, name, values, table_name, table, rows):
 def axpy(dst, src, alpha=1.0):
     """dst += alpha * src, in place (see ``deepdist._core.axpy``)."""
     _wire_dtypes("axpy", "dst", dst, "src", src)
+    _check_apart("axpy", "dst", dst, "src", src)
     dst, src = _view(dst, 1, writable=True), _view(src, 1)
     if src.shape[0] != dst.shape[0]:
         raise ValueError(f"axpy: dst has {dst.shape[0]} elements but src has {src.shape[0]}")
-    alpha = dst.dtype.type(alpha)
+    alpha = dst.dtype.type(float(alpha))  # float(): None or a string is a TypeError, as in _core
     src = src.astype(dst.dtype, copy=False)  # float16 widens exactly
     # Skips a temporary as large as src; 1 * x == x, so the result is the same.
     if alpha == 1:
@@ -95,15 +104,17 @@ def scatter_add(dst, rows, src, alpha=1.0):
     """dst[rows[i], :] += alpha * src[i, :] for each i (see ``deepdist._core.scatter_add``)."""
     _check_rows("scatter_add", rows)
     _wire_dtypes("scatter_add", "dst", dst, "src", src)
+    _check_apart("scatter_add", "dst", dst, "src", src)
     dst, rows, src = _view(dst, 2, writable=True), _view(rows, 1), _view(src, 2)
     _check_row_args("scatter_add", "src", src, "dst", dst, rows)
-    np.add.at(dst, rows, dst.dtype.type(alpha) * src.astype(dst.dtype, copy=False))
+    np.add.at(dst, rows, dst.dtype.type(float(alpha)) * src.astype(dst.dtype, copy=False))
 
 
 def gather(src, rows, out):
     """out[i, :] = src[rows[i], :] for each i (see ``deepdist._core.gather``)."""
     _check_rows("gather", rows)
     _wire_dtypes("gather", "src", src, "out", out)
+    _check_apart("gather", "out", out, "src", src)
     src, rows, out = _view(src, 2), _view(rows, 1), _view(out, 2, writable=True)
     _check_row_args("gather", "out", out, "src", src, rows)
     if out.dtype == src.dtype:
@@ -117,6 +128,7 @@ def scatter(dst, rows, src):
     """dst[rows[i], :] = src[i, :] for each i (see ``deepdist._core.scatter``)."""
     _check_rows("scatter", rows)
     _same_float_dtype("scatter", "dst", dst, "src", src)
+    _check_apart("scatter", "dst", dst, "src", src)
     dst, rows, src = _view(dst, 2, writable=True), _view(rows, 1), _view(src, 2)
     _check_row_args("scatter", "src", src, "dst", dst, rows)
     # numpy leaves unspecified which source of a repeated row a fancy assignment keeps: pick the last.
@@ -126,7 +138,7 @@ def scatter(dst, rows, src):
 
 def index_words(sentences, key_to_index, size):
     """The indexes of the known words and each sentence's end among them (see ``deepdist._core.index_words``)."""
-    if not isinstance(key_to_index, dict):
+    if type(key_to_index) is not dict:
         raise TypeError(f"index_words: key_to_index must be a dict, got {type(key_to_index).__name__}")
     if type(sentences) is not list:
         raise TypeError(f"index_words: sentences must be a list of lists, got {type(sentences).__name__}")
@@ -141,6 +153,7 @@ def index_words(sentences, key_to_index, size):
             index = key_to_index.get(word)
             if index is None:
                 continue
+            index = operator.index(index)  # an integer, as _core converts it
             if not 0 <= index < size:
                 raise IndexError(f"index_words: word {word!r} has index {index}, outside the vocabulary of {size}")
             indexes.append(index)
@@ -152,8 +165,9 @@ def first_row_outside(rows, lo, hi):
     """The position of the first of the int64 ``rows`` outside [lo, hi), or -1 if none is."""
     _check_rows("first_row_outside", rows)
     rows = _view(rows, 1)
-    if not 0 <= lo <= hi:
-        raise ValueError(f"first_row_outside: need 0 <= lo <= hi, got lo={lo} hi={hi}")
+    lo, hi = operator.index(lo), operator.index(hi)
+    if not 0 <= lo <= hi < 2 ** 63:
+        raise ValueError(f"first_row_outside: need 0 <= lo <= hi < 2**63, got lo={lo} hi={hi}")
     outside = np.flatnonzero((rows < lo) | (rows >= hi))
     return int(outside[0]) if len(outside) else -1
 
@@ -177,6 +191,7 @@ def _conversion_views(func, src, src_dtype, out, out_dtype):
     if np.asarray(src).dtype != src_dtype or np.asarray(out).dtype != out_dtype:
         raise TypeError(f"{func}: src must be {src_dtype} and out {out_dtype}, got {np.asarray(src).dtype} and "
                         f"{np.asarray(out).dtype}")
+    _check_apart(func, "out", out, "src", src)
     src, out = _view(src, 1), _view(out, 1, writable=True)
     if src.shape[0] != out.shape[0]:
         raise ValueError(f"{func}: src has {src.shape[0]} elements but out has {out.shape[0]}")

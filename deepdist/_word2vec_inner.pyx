@@ -48,6 +48,20 @@ cdef struct Batch:
     uint8_t *codes[MAX_SENTENCE_LEN]
 
 
+cdef int check_path(long long index, const int64_t[::1] lengths, const int64_t[::1] starts,
+                    const uint32_t[::1] nodes, Py_ssize_t n_nodes) except -1:
+    """Word ``index``'s Huffman path lies inside ``nodes`` and names rows of syn1 (``n_nodes`` of them):
+    gensim's kernels follow it by raw pointer."""
+    cdef int64_t length = lengths[index], first = starts[index], k
+    if length < 0 or first < 0 or first + length > nodes.shape[0]:
+        raise ValueError(f"train_batch: word {index}'s Huffman path [{first}, {first + length}) is outside the "
+                         f"{nodes.shape[0]} nodes")
+    for k in range(first, first + length):
+        if nodes[k] >= n_nodes:
+            raise ValueError(f"train_batch: word {index}'s Huffman path names node {nodes[k]}, syn1 has {n_nodes}")
+    return 0
+
+
 def train_batch(model, indexes, ends, alpha, work, neu1, compute_loss, paths):
     """gensim's ``train_batch_sg(model, sentences, alpha, work, compute_loss)`` or, if ``model.sg`` is 0,
     ``train_batch_cbow(model, sentences, alpha, work, neu1, compute_loss)``: the same training, the same
@@ -78,7 +92,7 @@ def train_batch(model, indexes, ends, alpha, work, neu1, compute_loss, paths):
     cdef const int64_t[::1] reduced
     cdef uint32_t *cum = NULL
     cdef unsigned long long cum_len = 0, next_random = 0
-    cdef Py_ssize_t vocab = syn0.shape[0], s, t
+    cdef Py_ssize_t vocab = syn0.shape[0], n_syn1 = 0, s, t
     cdef long long index
     cdef int effective = 0, sentences_in = 0, i, j, k, m, first, last
     cdef const uint32_t[::1] words = indexes
@@ -96,10 +110,11 @@ def train_batch(model, indexes, ends, alpha, work, neu1, compute_loss, paths):
         layer = model.syn1
         if layer.shape[1] != size:
             raise ValueError(f"train_batch: syn1 rows of {layer.shape[1]} floats for vector_size {size}")
-        syn1 = &layer[0, 0] if layer.shape[0] else NULL
+        syn1, n_syn1 = (&layer[0, 0] if layer.shape[0] else NULL), layer.shape[0]
         lengths, starts, nodes, bits = paths
-        if lengths.shape[0] < vocab:
-            raise ValueError(f"train_batch: Huffman paths for {lengths.shape[0]} words, vocabulary {vocab}")
+        if lengths.shape[0] < vocab or starts.shape[0] < vocab or bits.shape[0] != nodes.shape[0]:
+            raise ValueError(f"train_batch: Huffman paths for {lengths.shape[0]} and {starts.shape[0]} words, "
+                             f"{nodes.shape[0]} nodes and {bits.shape[0]} bits; vocabulary {vocab}")
     if negative:
         layer = model.syn1neg
         if layer.shape[0] != vocab or layer.shape[1] != size:
@@ -107,11 +122,19 @@ def train_batch(model, indexes, ends, alpha, work, neu1, compute_loss, paths):
                              f"{(vocab, size)}")
         syn1neg = &layer[0, 0] if vocab else NULL
         cum_table = model.cum_table
+        # gensim's kernels draw a row by bisecting the table, modulo its last entry: it must be as long as
+        # the vocabulary and end above 0.
+        if cum_table.shape[0] != vocab or not vocab or cum_table[vocab - 1] == 0:
+            raise ValueError(f"train_batch: cum_table of {cum_table.shape[0]} entries ending at "
+                             f"{cum_table[cum_table.shape[0] - 1] if cum_table.shape[0] else None}, for a "
+                             f"vocabulary of {vocab}: it must have one per word and end above 0")
         cum, cum_len = <uint32_t *>&cum_table[0], cum_table.shape[0]
     if sample:
         sample_ints = model.wv.expandos["sample_int"]
         if sample_ints.shape[0] < vocab:
             raise ValueError(f"train_batch: sample_int for {sample_ints.shape[0]} words, vocabulary {vocab}")
+    if lockf.shape[0] < 1:  # gensim's kernels index it modulo its length
+        raise ValueError("train_batch: vectors_lockf is empty")
     if negative or sample:  # gensim's init_w2v_config draws it so
         next_random = (2**24) * model.random.randint(0, 2**24) + model.random.randint(0, 2**24)
 
@@ -133,14 +156,16 @@ def train_batch(model, indexes, ends, alpha, work, neu1, compute_loss, paths):
                 continue
             b.indexes[effective] = <uint32_t>index
             if hs:
+                check_path(index, lengths, starts, nodes, n_syn1)
                 b.codelens[effective] = <int>lengths[index]
                 b.points[effective] = <uint32_t *>&nodes[0] + starts[index]
                 b.codes[effective] = <uint8_t *>&bits[0] + starts[index]
             effective += 1
             if effective == MAX_SENTENCE_LEN:
                 break
-        sentences_in += 1
-        b.sentence_idx[sentences_in] = effective
+        if effective > b.sentence_idx[sentences_in]:  # a sentence subsampling emptied trains nothing: not
+            sentences_in += 1                          # counted, so sentences_in never passes effective
+            b.sentence_idx[sentences_in] = effective
         start = end
         if effective == MAX_SENTENCE_LEN:
             break

@@ -1,5 +1,6 @@
 """The compiled kernels (deepdist._core) and their NumPy twin (deepdist._core_ref):
 hand-computed results, agreement with each other, and the same exceptions."""
+import collections
 import importlib
 import importlib.util
 import math
@@ -358,6 +359,37 @@ def test_index_words_bad_input(impl):
         impl.index_words([["a"]], [("a", 0)], 3)
     with pytest.raises(ValueError, match="no uint32 indexes"):
         impl.index_words([["a"]], {"a": 0}, (1 << 32) + 1)
+    with pytest.raises(TypeError, match="dict|NoneType"):
+        impl.index_words([["a"]], None, 3)
+    with pytest.raises(TypeError, match="dict"):
+        impl.index_words([["a"]], collections.OrderedDict(a=0), 3)  # exactly a dict, as gensim's is
+    with pytest.raises(TypeError, match="unhashable"):
+        impl.index_words([["a", ["b"]]], {"a": 0}, 3)  # a word that is no key at all, not skipped
+    with pytest.raises(TypeError):
+        impl.index_words([["a"]], {"a": 1.0}, 3)  # an index must be an integer
+
+
+def test_index_words_refuses_sentences_that_change_while_it_reads_them(core):
+    """A lookup can run Python code (a value's __index__); should it grow or shrink the lists, the compiled
+    loop raises instead of writing past the result or reading past a list."""
+    later = ["a"]
+
+    class Grows:
+        def __index__(self):
+            later.extend(["a"] * 100_000)
+            return 0
+
+    with pytest.raises(RuntimeError, match="sentences changed"):
+        core.index_words([["grow"], later], {"grow": Grows(), "a": 0}, 10)
+    sentences = [["shrink"], ["a"] * 10, ["a"] * 10]
+
+    class Shrinks:
+        def __index__(self):
+            del sentences[1:]
+            return 0
+
+    with pytest.raises(RuntimeError, match="sentences changed"):
+        core.index_words(sentences, {"shrink": Shrinks(), "a": 0}, 10)
 
 
 # --- ascending -----------------------------------------------------------------
@@ -417,6 +449,27 @@ def test_first_row_outside_rejects_bad_input(impl):
         impl.first_row_outside(rows(1), 5, 4)
     with pytest.raises(ValueError, match="lo <= hi"):
         impl.first_row_outside(rows(1), -1, 4)
+    with pytest.raises(ValueError, match="hi < 2[*][*]63"):
+        impl.first_row_outside(rows(1), 0, 2**63)
+    with pytest.raises(TypeError):
+        impl.first_row_outside(rows(1), 1.5, 3)  # not truncated to 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda k, a: k.axpy(a[1:], a[:-1]),
+    lambda k, a: k.scatter_add(a.reshape(8, 2), np.array([1, 0]), a.reshape(8, 2)[:2]),
+    lambda k, a: k.gather(a.reshape(8, 2), np.array([1, 0]), a.reshape(8, 2)[:2]),
+    lambda k, a: k.scatter(a.reshape(8, 2), np.array([1, 2]), a.reshape(8, 2)[:2]),
+    lambda k, a: k.widen(a.view(np.float16)[8:16], a[4:12]),
+    lambda k, a: k.narrow(a[:4], a.view(np.float16)[:4]),
+], ids=["axpy", "scatter_add", "gather", "scatter", "widen", "narrow"])
+def test_an_output_that_shares_memory_with_an_input_is_refused(impl, call):
+    """The loops read the input as they write the output: overlapping buffers would give results that depend
+    on the loop. Both implementations refuse them, and write nothing."""
+    a = np.arange(16, dtype=np.float32)
+    with pytest.raises(ValueError, match="share memory"):
+        call(impl, a)
+    np.testing.assert_array_equal(a, np.arange(16, dtype=np.float32))
 
 
 def test_first_row_outside_matches_twin(core, ref):

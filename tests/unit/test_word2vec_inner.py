@@ -102,8 +102,18 @@ def test_train_batch_refuses_what_would_make_gensims_kernels_read_out_of_bounds(
     with pytest.raises(ValueError, match="work of 8 floats"):
         train_batch(model, indexes, ends, 0.025, np.zeros(8, np.float32), None, False, paths)
     short = tuple(part[:10] for part in paths)
-    with pytest.raises(ValueError, match="Huffman paths for 10 words"):
+    with pytest.raises(ValueError, match="Huffman paths for 10 and 10 words"):
         train_batch(model, indexes, ends, 0.025, work, None, False, short)
+    lengths, starts, nodes, bits = paths
+    word = int(indexes[0])
+    longer = lengths.copy()
+    longer[word] = len(nodes) + 5  # a path running past the nodes
+    with pytest.raises(ValueError, match=f"word {word}'s Huffman path .* is outside the {len(nodes)} nodes"):
+        train_batch(model, indexes, ends, 0.025, work, None, False, (longer, starts, nodes, bits))
+    beyond = nodes.copy()
+    beyond[starts[word]] = len(model.syn1)  # a node past syn1's rows
+    with pytest.raises(ValueError, match=f"names node {len(model.syn1)}, syn1 has {len(model.syn1)}"):
+        train_batch(model, indexes, ends, 0.025, work, None, False, (lengths, starts, beyond, bits))
     assert np.array_equal(model.wv.vectors, before)  # nothing was trained
     assert train_batch(model, indexes, ends, 0.025, work, None, False, paths) == len(indexes)
     assert not np.array_equal(model.wv.vectors, before)  # and the same arguments, put right, train
@@ -121,3 +131,38 @@ def test_huffman_paths_flatten_gensims_points_and_codes():
     codes[-1] = codes[-1][:-1]
     with pytest.raises(ValueError, match="more or fewer code bits"):
         _huffman_paths(model)
+
+
+def test_train_batch_refuses_a_noise_table_or_lock_factors_gensims_kernels_cannot_use():
+    model = Word2Vec(vector_size=16, min_count=1, sg=1, hs=0, negative=5, sample=0, seed=3, workers=1)
+    model.build_vocab(LEE)
+    work = np.zeros(16, np.float32)
+    indexes, ends = index_words(LEE[:3], model.wv.key_to_index, len(model.wv))
+    before = model.wv.vectors.copy()
+    table = model.cum_table
+    for bad, why in ((table[:-1], "cum_table of"), (np.zeros_like(table), "end above 0")):
+        model.cum_table = bad
+        with pytest.raises(ValueError, match=why):
+            train_batch(model, indexes, ends, 0.025, work, None, False, None)
+    model.cum_table = table
+    lockf = model.wv.vectors_lockf
+    model.wv.vectors_lockf = np.ones(0, np.float32)
+    with pytest.raises(ValueError, match="vectors_lockf is empty"):
+        train_batch(model, indexes, ends, 0.025, work, None, False, None)
+    model.wv.vectors_lockf = lockf
+    assert np.array_equal(model.wv.vectors, before)
+    assert train_batch(model, indexes, ends, 0.025, work, None, False, None) == len(indexes)
+
+
+def test_more_sentences_than_a_batch_holds_words_all_subsampled_train_nothing():
+    # Each sentence subsampling empties still ended a span: past 10,000 of them gensim's loop (and this one,
+    # until it skipped empty spans) wrote past its array of sentence ends.
+    model = Word2Vec(vector_size=16, min_count=1, sg=1, hs=0, negative=5, sample=1e-3, seed=3, workers=1)
+    model.build_vocab(LEE)
+    model.wv.expandos["sample_int"][:] = 0  # every word subsampled away
+    n = 3 * MAX_WORDS_IN_BATCH
+    indexes, ends = np.zeros(n, np.uint32), np.arange(1, n + 1, dtype=np.int64)
+    before = model.wv.vectors.copy()
+    work = np.zeros(16, np.float32)
+    assert train_batch(model, indexes, ends, 0.025, work, None, False, None) == 0
+    assert np.array_equal(model.wv.vectors, before)
