@@ -296,20 +296,27 @@ class ParameterServer:
 
     def release(self) -> None:
         """Hand the final values back (into the caller's arrays, or moved out into new ones) and unlink
-        every segment."""
+        every segment, all of them even if handing one back fails (its error is raised after)."""
+        failed = None
         for name, segment in self.segments.items():
-            if self.given is None:
-                self.params[name] = segment.move_out()
-            else:
-                final, given = segment.array, self.given[name]
-                if given.flags.writeable:
-                    np.copyto(given, final)
+            try:
+                if self.given is None:
+                    self.params[name] = segment.move_out()
                 else:
-                    self.given[name] = final.copy()
-                self.params[name] = self.given[name]
-            segment.unlink()
-            segment.close()
+                    final, given = segment.array, self.given[name]
+                    if given.flags.writeable:
+                        np.copyto(given, final)
+                    else:
+                        self.given[name] = final.copy()
+                    self.params[name] = self.given[name]
+            except BaseException as error:
+                failed = failed or error
+            finally:
+                segment.unlink()
+                segment.close()
         self.segments = {}
+        if failed is not None:
+            raise failed
 
 
 def check_param(name, array) -> None:

@@ -74,13 +74,32 @@ def create(array: np.ndarray, tag: str = "", move: bool = False) -> Segment:
     shm = shared_memory.SharedMemory(name=name, create=True, size=max(array.nbytes, 1))
     # SharedMemory registers the name with the resource tracker (which unlinks it if this process dies);
     # its own mapping exports a buffer that cannot outlive close(), so the array lives in a mapping of ours.
-    segment = Segment(shm.name, map_segment(shm.name), array.dtype, array.shape, owner=shm)
+    try:
+        segment = Segment(shm.name, map_segment(shm.name), array.dtype, array.shape, owner=shm)
+    except BaseException:
+        shm.close()
+        shm.unlink()
+        raise
     shm.close()
-    if move and can_release(array):
-        source = array.reshape(-1).view(np.uint8)
-        move_blocks(array, segment.array, lambda start, stop: release_pages(source[start:stop]))
-    else:
-        np.copyto(segment.array, array)
+    moved = 0  # bytes of ``array`` already given back: their only copy is in the segment
+
+    def release(start, stop):
+        nonlocal moved
+        release_pages(source[start:stop])
+        moved = stop
+
+    try:
+        if move and can_release(array):
+            source = array.reshape(-1).view(np.uint8)
+            move_blocks(array, segment.array, release)
+        else:
+            np.copyto(segment.array, array)
+    except BaseException:  # an error or an interrupt part way: the caller keeps its values, nothing is left
+        if moved:
+            source[:moved] = segment.array.reshape(-1).view(np.uint8)[:moved]
+        segment.unlink()
+        segment.close()
+        raise
     return segment
 
 

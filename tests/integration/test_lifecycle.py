@@ -181,3 +181,24 @@ def test_views_kept_past_the_block_stay_readable(no_leftover_shm):
                             timeout=120)
     assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
     assert result.stdout.split() == ["8.0", "0.0", "0.0", "8.0"]
+
+
+def test_a_move_interrupted_part_way_gives_the_values_back_and_leaves_no_segment(monkeypatch):
+    """shm.create(move=True) gives each copied block's pages back as it goes: interrupted after some blocks
+    (Ctrl-C, or madvise failing), the caller's array gets those blocks back, and the segment is unlinked."""
+    monkeypatch.setattr(shm, "MOVE_BLOCK", 64 * 1024)
+    released, give_back = [], shm.release_pages
+
+    def interrupted_on_the_third(block):
+        released.append(len(block))
+        if len(released) == 3:
+            raise KeyboardInterrupt
+        give_back(block)
+
+    monkeypatch.setattr(shm, "release_pages", interrupted_on_the_third)
+    array = np.arange(262_144, dtype=np.float32)  # 1 MiB: 16 blocks
+    with pytest.raises(KeyboardInterrupt):
+        shm.create(array, tag="interrupted", move=True)
+    assert len(released) == 3  # two blocks had been given back
+    np.testing.assert_array_equal(array, np.arange(262_144, dtype=np.float32))
+    assert not shm.leftover(f"{shm.PREFIX}{os.getpid()}-interrupted-")
