@@ -25,8 +25,9 @@ def timings(fns, repeat, cpu=None):
     """{name: [seconds of each of `repeat` calls]} for a dict of callables, after one
     untimed warm-up call of each.
 
-    The calls are interleaved (a, b, c, a, b, c, ...) so that load from other
-    processes, which drifts over seconds, falls on all of them alike.
+    The calls are interleaved, each round starting one further on (a, b, c, b, c, a, c, a, b, ...), so
+    that load from other processes, which drifts over seconds, falls on all of them alike, and none always
+    runs first or right after the same other.
 
     With a dict ``cpu``, also fills ``cpu[name]`` with {thread: CPU seconds per call, averaged over the
     timed calls} for every thread of this process and its descendants that ran (``thread_clocks``).
@@ -36,8 +37,11 @@ def timings(fns, repeat, cpu=None):
     pids = family() if cpu is not None else []  # after the warm-up: every server is running by then
     times = {name: [] for name in fns}
     used = {name: {} for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    names = list(fns)
+    for i in range(repeat):
+        # Each round starts with the next one: none always runs first (or right after another's work).
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            fn = fns[name]
             before = thread_clocks(pids) if cpu is not None else {}
             start = time.perf_counter()
             fn()

@@ -11,8 +11,9 @@ The design (github.com/dirkneumann/deepdist, ``deepdist/deepdist.py`` and the RE
   ``pickle.loads`` the body, a dict of dense deltas the size of the whole vocabulary, and applies
   ``descent(model, update)`` under a lock.
 - ``train(rdd)`` is one Spark job: every partition (a ``mapPartitions`` task) GETs and unpickles the whole
-  model, trains gensim on the whole partition with ``model.train`` (the learning rate decays from ``alpha``
-  to ``min_alpha`` within each partition, as it did in 2014), computes ``new - old`` for syn0 and syn1neg
+  model, trains gensim on the whole partition with ``model.train`` (the learning rate starts at ``alpha``
+  in every partition and decays by the partition's share of the corpus: 2014 gensim's ``train`` counted
+  its progress against the whole vocabulary's word count), computes ``new - old`` for syn0 and syn1neg
   (syn1 with hierarchical softmax) and POSTs that, pickled. One big update per partition, the whole model
   per partition, both ways.
 
@@ -52,7 +53,8 @@ def gradient(model, sentences):
     """The original README's ``gradient``: train the whole partition, return dense ``new - old`` deltas."""
     layer = output_layer(model)
     syn0, syn1 = model.wv.vectors.copy(), getattr(model, layer).copy()
-    model.train(sentences, total_examples=len(sentences), epochs=1)
+    # 2014 gensim: alpha * (1 - words so far / the corpus's words), restarted by every train call
+    model.train(sentences, total_words=model.corpus_total_words, epochs=1)
     return {"syn0": model.wv.vectors - syn0, layer: getattr(model, layer) - syn1}
 
 

@@ -15,7 +15,7 @@ deepdist's figures include everything it does: cutting the update by owner, vali
 finite check, applying the update to shared memory, copying pulled rows. Throughput is GB/s of parameter
 values applied (push) or returned (pull).
 
-    python bench/transport.py                 # full run, about five minutes
+    python bench/transport.py                 # full run, about seven minutes
     python bench/transport.py --quick         # smaller sizes and counts, for a smoke test
     python bench/transport.py --wire-dtype float16   # deepdist's values travel as float16; the baselines
                                                      # still move the float32 bytes
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_common_args, machine_info, print_table, summary, timings, write_json  # noqa: E402
 
 from deepdist import Client, ParameterServer  # noqa: E402
+from deepdist.frames import recv_frames, send_frames  # noqa: E402
 
 DIM = 128            # float32 values per row: 512-byte rows
 WINDOW = 32          # unacknowledged messages per shard, for deepdist and the baseline alike
@@ -56,7 +57,7 @@ def raw_server(ready, port_out, pull_bytes, array_rows):
     array = np.ones((array_rows, DIM), np.float32) if array_rows else None
     ready.set()
     while True:
-        frames = socket.recv_multipart(copy=False)
+        frames = recv_frames(socket)  # as deepdist's shards receive (pyzmq's recv_multipart costs more)
         if bytes(frames[1].buffer[:4]) == b"STOP":
             break
         if array is not None and answer is not None:  # numpy pull
@@ -69,7 +70,7 @@ def raw_server(ready, port_out, pull_bytes, array_rows):
             else:
                 np.add(array, values, out=array)
         reply = [frames[0], ACK] + ([answer] if answer is not None else [])
-        socket.send_multipart(reply, copy=False)
+        send_frames(socket, reply)
     socket.close()
     context.term()
 
@@ -97,6 +98,7 @@ class RawServers:
         for i in range(n):
             socket = self.context.socket(zmq.DEALER)
             socket.linger = 0
+            socket.rcvtimeo = socket.sndtimeo = 30_000  # receive() blocks under it, as deepdist's client does
             socket.connect(f"tcp://127.0.0.1:{ports[i].get(timeout=10)}")
             self.sockets.append(socket)
 
@@ -108,7 +110,7 @@ class RawServers:
                 if outstanding[i] == WINDOW:
                     receive(socket)
                     outstanding[i] -= 1
-                socket.send_multipart(messages[i], copy=False)
+                send_frames(socket, messages[i])
                 outstanding[i] += 1
         for i, socket in enumerate(self.sockets):
             for _ in range(outstanding[i]):
@@ -126,10 +128,12 @@ class RawServers:
         self.context.term()
 
 
-def receive(socket, timeout_s=30):
-    if not socket.poll(timeout_s * 1000):
-        raise TimeoutError("benchmark peer did not answer")
-    return socket.recv_multipart(copy=False)
+def receive(socket):
+    """One message, as deepdist's client receives one: a blocking receive under the socket's timeout."""
+    try:
+        return recv_frames(socket)
+    except zmq.Again:
+        raise TimeoutError("benchmark peer did not answer") from None
 
 
 def speeds(moved, times, cpu):
@@ -219,7 +223,7 @@ def pull_case(update_bytes, sparse, shards, repeat, budget_bytes, wire_dtype=Non
                     def run():  # like a pull: ask every shard, then wait for every answer
                         for _ in range(count):
                             for socket, request in zip(servers.sockets, requests):
-                                socket.send_multipart(request, copy=False)
+                                send_frames(socket, request)
                             for socket in servers.sockets:
                                 receive(socket)
                     return run
@@ -248,7 +252,7 @@ def latency_case(repeat, count):
 
                 def run_raw():
                     for _ in range(count):
-                        raw.sockets[0].send_multipart(message, copy=False)
+                        send_frames(raw.sockets[0], message)
                         receive(raw.sockets[0])
                 times = timings({"deepdist": run_deepdist, "raw": run_raw}, repeat)
             finally:
@@ -270,7 +274,7 @@ def main():
     parser.add_argument("--wire-dtype", choices=("float16",), default=None,
                         help="deepdist's client sends and asks for float16 values (the half-precision wire); "
                              "GB/s still counts the float32 parameter values pushed or pulled")
-    parser.set_defaults(repeat=5)
+    parser.set_defaults(repeat=7)
     args = parser.parse_args()
     budget = (16 if args.quick else 512) * MB  # bytes moved per timed run
     dense_sizes = [64 << 10, MB] if args.quick else [64 << 10, MB, 16 * MB]
@@ -283,7 +287,9 @@ def main():
                 for size in sizes:
                     speed, count = case(size, sparse, shards, args.repeat, budget, args.wire_dtype)
                     ratio, floor_ratio = speed["ratio"], speed["ratio_to_numpy"]
-                    goal = 0.8 if size >= MB else None
+                    # Over the float16 wire deepdist moves half the bytes the baselines move: the same
+                    # parameter values, not the same transport work, so no goal is judged.
+                    goal = 0.8 if size >= MB and args.wire_dtype is None else None
                     label = (f"{kind} {'1%-sparse' if sparse else 'dense'} {size / MB:g} MB, "
                              f"{shards} shard{'s' * (shards > 1)}")
                     results.append({"op": kind, "sparse": sparse, "update_bytes": size, "shards": shards,
