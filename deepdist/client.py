@@ -43,6 +43,7 @@ class Client:
         self.specs = {spec.name: spec for spec in address.params}
         self.index = {spec.name: i for i, spec in enumerate(address.params)}
         self.dtypes = {spec.name: np.dtype(spec.dtype) for spec in address.params}
+        self.largest = {name: float(np.finfo(dtype).max) for name, dtype in self.dtypes.items()}  # for scale
         half = check_wire_dtype(wire_dtype) is not None
         # The dtype each parameter's values travel in: float16 for float32 parameters on the half wire.
         self.wire = {name: P.DTYPES[P.HALF_CODE] if half and dtype == P.HALF_FOR else dtype
@@ -88,7 +89,7 @@ class Client:
         per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
         for name, value in update.items():
             spec = self.spec(name)
-            if abs(scale) > float(np.finfo(self.dtypes[name]).max):
+            if abs(scale) > self.largest[name]:
                 raise ValueError(f"scale {scale:g} is beyond the range of {self.dtypes[name]}, the dtype of "
                                  f"'{name}'")
             if isinstance(value, tuple):
