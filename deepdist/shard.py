@@ -56,12 +56,14 @@ class Owned:
     hi: int
     # At least the largest |value| in the owned rows, while the shard checks values (see Shard.check_growth).
     bound: float = 0.0
+    largest: float = field(init=False)  # the dtype's largest finite value
     # Pushes are added without a closer look while ``bound`` plus what they can add stays below this: half
     # the dtype's largest finite value, a margin that no rounding of the sums can cross.
     bound_limit: float = field(init=False)
 
     def __post_init__(self):
-        self.bound_limit = float(np.finfo(self.array.dtype).max) / 2
+        self.largest = float(np.finfo(self.array.dtype).max)
+        self.bound_limit = self.largest / 2
 
     def rows_view(self, selection) -> np.ndarray:
         """The selected rows in the parameter's own shape (a view for a slice, a copy for an index array)."""
@@ -159,7 +161,7 @@ class Shard:
         updates, frames = [], iter(data)
         for item in request.items:
             param = self.param(item)
-            if abs(request.scale) > 2 * param.bound_limit:  # the kernels would round it to infinity
+            if abs(request.scale) > param.largest:  # the kernels would round it to infinity
                 raise P.ProtocolError(P.ERR_NONFINITE, f"scale {request.scale:g} is beyond the range of "
                                                        f"{param.array.dtype}, the dtype of '{param.name}'")
             if item.kind == P.KIND_DENSE:

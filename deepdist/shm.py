@@ -81,7 +81,7 @@ def create(array: np.ndarray, tag: str = "", move: bool = False) -> Segment:
         shm.unlink()
         raise
     shm.close()
-    moved = 0  # bytes of ``array`` already given back: their only copy is in the segment
+    source, moved = None, 0  # when moving: array's bytes, and how many are given back (only in the segment now)
 
     def release(start, stop):
         nonlocal moved
