@@ -32,6 +32,11 @@ def test_a_failed_job_writes_nothing_after_train_raises(spark_context):
             time.sleep(0.1)  # until the job's other task has ended: Spark stops it, or it finishes
         assert not running_tasks(spark_context)
         np.testing.assert_array_equal(dd.model["w"], after_train)
+        # That check means something only if the straggler sent requests after train raised: it did, and the
+        # shards refused them (which ended it).
+        with Client(dd.address) as client:
+            refused = sum(shard["errors_by_code"].get("SERVER", 0) for shard in client.stats())
+        assert refused > 0
 
 
 def running_tasks(spark_context) -> int:
