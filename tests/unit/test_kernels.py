@@ -251,9 +251,13 @@ def test_gather_matches_take(impl, dtype):
 
 
 def test_gather_empty(impl, dtype):
-    out = np.zeros((0, 3), dtype)
-    impl.gather(np.ones((2, 3), dtype), rows(), out)
-    assert out.shape == (0, 3)
+    """No rows: nothing to copy, but out's shape is still checked (a caller's bug shows on the empty case)."""
+    src = np.ones((2, 3), dtype)
+    impl.gather(src, rows(), np.zeros((0, 3), dtype))
+    for wrong in (np.zeros((0, 2), dtype), np.zeros((1, 3), dtype)):
+        with pytest.raises(ValueError, match="out has shape"):
+            impl.gather(src, rows(), wrong)
+    np.testing.assert_array_equal(src, 1)
 
 
 @pytest.mark.parametrize("bad", [-1, 4])
@@ -819,8 +823,9 @@ def test_gather_float16_out_of_range_writes_nothing(half_impl, bad):
 
 
 def test_gather_float16_empty_and_shape_mismatch(half_impl):
-    out = np.zeros((0, 3), np.float16)
-    half_impl.gather(np.ones((2, 3), np.float32), rows(), out)
+    half_impl.gather(np.ones((2, 3), np.float32), rows(), np.zeros((0, 3), np.float16))
+    with pytest.raises(ValueError, match="out has shape"):
+        half_impl.gather(np.ones((2, 3), np.float32), rows(), np.zeros((0, 2), np.float16))
     with pytest.raises(ValueError, match="out has shape"):
         half_impl.gather(np.ones((4, 3), np.float32), rows(0, 1), np.zeros((2, 2), np.float16))
 
