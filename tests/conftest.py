@@ -72,19 +72,23 @@ def spark_context(tmp_path_factory):
     import sys
 
     pyspark = pytest.importorskip("pyspark")
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # executors must run the interpreter that has deepdist
-    # Test modules define gradient functions that executors unpickle by reference: make them importable there.
-    tests = os.path.dirname(os.path.abspath(__file__))
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(tests, "integration"), tests] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    conf = (pyspark.SparkConf().setMaster("local[2]").setAppName("deepdist-tests")
-            .set("spark.ui.enabled", "false").set("spark.ui.showConsoleProgress", "false")
-            .set("spark.local.dir", str(tmp_path_factory.mktemp("spark-local"))))
-    context = pyspark.SparkContext(conf=conf)
-    context.setLogLevel("ERROR")
-    yield context
-    context.stop()
+    with pytest.MonkeyPatch.context() as environment:  # the variables below are restored at the end
+        environment.setenv("PYSPARK_PYTHON", sys.executable)  # executors must run the interpreter with deepdist
+        # Test modules define gradient functions that executors unpickle by reference: importable there too.
+        tests = os.path.dirname(os.path.abspath(__file__))
+        environment.setenv("PYTHONPATH", os.pathsep.join(
+            [os.path.join(tests, "integration"), tests] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        if "SPARK_LOCAL_IP" not in os.environ:
+            environment.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+        conf = (pyspark.SparkConf().setMaster("local[2]").setAppName("deepdist-tests")
+                .set("spark.ui.enabled", "false").set("spark.ui.showConsoleProgress", "false")
+                .set("spark.local.dir", str(tmp_path_factory.mktemp("spark-local"))))
+        context = pyspark.SparkContext(conf=conf)
+        try:
+            context.setLogLevel("ERROR")
+            yield context
+        finally:
+            context.stop()
 
 
 @pytest.fixture(autouse=True)
