@@ -154,6 +154,10 @@ class ParameterServer:
     def wait_ready(self, index: int, process: subprocess.Popen) -> str:
         """The endpoint clients should dial, once the shard has bound its socket."""
         line = self.read_line(index, process, self.start_timeout, "start")
+        if line.startswith("ERROR "):
+            ports = (f" (shard i listens on port + i: here {self.port} to {self.port + self.n_shards - 1}; port=0 "
+                     f"takes free ports)" if self.port else "")
+            raise DeepDistError(f"shard {index} {line[len('ERROR '):]}{ports}")
         if not line.startswith("READY "):
             raise ShardDied(f"shard {index} said {line!r} instead of READY")
         return tcp_endpoint(self.advertise, line.rsplit(":", 1)[1])

@@ -508,7 +508,11 @@ def main() -> None:
     socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"])
     bind = tcp_endpoint(config["host"], config.get("port") or "*")
     socket.ipv6 = is_ipv6(bind)
-    socket.bind(bind)
+    try:
+        socket.bind(bind)
+    except zmq.ZMQError as error:  # a port in use, an address not on this host: the server says which
+        control.answer(f"ERROR cannot listen on {bind}: {zmq.strerror(error.errno)}")
+        raise SystemExit(1) from None
     endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
     control.answer(f"READY {endpoint}")
     try:
