@@ -30,13 +30,20 @@ def word2vec_run(cluster, packed, tmp_path_factory):
     settings from spark-submit --conf (the float16 wire among them: the executors' tasks convert with the
     wheel's compiled kernels), then a second DeepDist advertised at an unreachable address."""
     output = tmp_path_factory.mktemp("w2v-output")
-    port = free_port_run(SHARDS)
-    options = recipe(packed, "spark.driver.host=127.0.0.1", f"spark.deepdist.port={port}",
-                     f"spark.deepdist.shards={SHARDS}", "spark.deepdist.timeout=30",
-                     "spark.deepdist.wireDtype=float16")
     args = [REPO / "tests" / "cluster" / "w2v_job.py", "--epochs", EPOCHS, "--output", output,
             "--unreachable", UNREACHABLE]
-    result = spark_submit(cluster, options + args, timeout=500)
+    for _ in range(3):  # the ports were free when probed; another process may take one before the shards bind
+        port = free_port_run(SHARDS)
+        # Tasks start once both workers' executors have registered (standalone's default is not to wait),
+        # so that the test can see both run them.
+        options = recipe(packed, "spark.driver.host=127.0.0.1", f"spark.deepdist.port={port}",
+                         f"spark.deepdist.shards={SHARDS}", "spark.deepdist.timeout=30",
+                         "spark.deepdist.wireDtype=float16", "spark.cores.max=2",
+                         "spark.scheduler.minRegisteredResourcesRatio=1.0",
+                         "spark.scheduler.maxRegisteredResourcesWaitingTime=120s")
+        result = spark_submit(cluster, options + args, timeout=500)
+        if "cannot listen on" not in result.stderr:
+            break
     assert result.returncode == 0, f"{result.stdout}\n--- stderr\n{result.stderr[-15000:]}"
     report = parse_result(result.stdout)
     print(f"\ncluster started in {cluster.start_seconds:.1f} s; spark-submit to finish {result.seconds:.1f} s; "
