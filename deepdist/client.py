@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import numbers
 import os
 import struct
 
@@ -84,7 +85,10 @@ class Client:
     # -- public API ----------------------------------------------------------------------------------------
     def push(self, update: dict, scale: float = 1.0) -> None:
         """Add ``scale * update`` to the parameters: ``{name: dense delta}`` or ``{name: (rows, values)}``."""
-        if not np.isfinite(scale):
+        if not isinstance(scale, numbers.Real):
+            raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
+        scale = float(scale)  # a numpy float32 would compare with the float64 limits below in float32
+        if not math.isfinite(scale):
             raise ValueError(f"scale must be finite, got {scale}")
         per_shard = collections.defaultdict(list)  # shard -> [(Item, data frames)]
         for name, value in update.items():
@@ -96,6 +100,8 @@ class Client:
                 self.cut_rows(spec, *self.check_rows(spec, *value), per_shard)
             else:
                 self.cut_dense(spec, self.check_values(spec, value, spec.shape, f"update of '{name}'"), per_shard)
+        if len(per_shard) > 1 and self.address.check_finite:
+            self.check_finite(per_shard, scale)
         self.request(P.OP_PUSH, per_shard, scale)
 
     def flush(self) -> None:
@@ -258,6 +264,21 @@ class Client:
         half = np.empty(values.shape, wire)
         kernels.narrow(values.reshape(-1), half.reshape(-1))
         return self.fits(spec, half)
+
+    def check_finite(self, per_shard: dict, scale: float) -> None:
+        """Refuse, before anything is sent, a push that a shard would refuse for its values alone (NaN,
+        infinity, or ``scale * value`` beyond the dtype): each shard checks only its own part, so a push to
+        several shards would otherwise be applied by the others. (A sum that overflows depends on the values
+        a shard holds: only the shard can refuse it, and then for its own part.)"""
+        for parts in per_shard.values():
+            for item, data in parts:
+                values = data[-1]  # a DENSE item's only frame, or a ROWS item's second
+                name = self.address.params[item.param].name
+                largest = kernels.max_abs(values.reshape(-1))
+                if not math.isfinite(largest) or largest * abs(scale) > self.largest[name]:
+                    raise ValueError(f"values for '{name}' hold NaN or infinity, or values that scale "
+                                     f"{scale:g} takes beyond the range of {self.dtypes[name]}: the shards "
+                                     f"would refuse them (check_finite)")
 
     def fits(self, spec, values) -> np.ndarray:
         """``values`` if they are not float16 values that overflowed, else a ValueError (nothing is sent)."""

@@ -16,7 +16,9 @@ class ShardTimeout(DeepDistError, TimeoutError):
 
 
 class RequestError(DeepDistError):
-    """A shard rejected a request; nothing of that request was applied.
+    """A shard rejected a request; nothing of that shard's part of it was applied. (A push split over shards
+    is checked whole by the client before it is sent; a shard can still refuse its part for sums that would
+    overflow there, while the others apply theirs: docs/protocol.md, section 7.)
 
     ``code`` is the protocol's error code name (e.g. 'ROWS'), ``message`` the shard's explanation. When several
     earlier pushes failed, the first is raised and ``others`` holds the rest.

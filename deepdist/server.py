@@ -127,7 +127,8 @@ class ParameterServer:
             raise
         if not self.copy_back:
             self.given = None  # shared memory holds the values now; the caller may free the originals
-        self.address = ServerAddress(tuple(endpoints), server_id, tuple(self.specs.values()), limit)
+        self.address = ServerAddress(tuple(endpoints), server_id, tuple(self.specs.values()), limit,
+                                     self.check_finite)
         self.watcher = threading.Thread(target=self.watch, name="deepdist-shard-watcher", daemon=True)
         self.watcher.start()
         return self

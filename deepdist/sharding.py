@@ -123,3 +123,4 @@ class ServerAddress:
     server_id: int             # random per server; shards reject requests carrying another
     params: tuple              # ParamSpec per parameter, in wire index order
     max_message_bytes: int     # the largest frame a shard accepts
+    check_finite: bool = True  # shards refuse NaN, infinity and overflow (clients check across shards first)

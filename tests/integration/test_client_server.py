@@ -2,6 +2,7 @@
 import dataclasses
 import pickle
 import socket
+import warnings
 
 import numpy as np
 import pytest
@@ -158,6 +159,20 @@ def test_client_mistakes_raise_before_sending(start_server, update, error, text)
         np.testing.assert_array_equal(client.pull()["w"], 0)
 
 
+def test_scale_must_be_a_real_number(start_server):
+    ps = start_server({"w": np.zeros((100, 8))}, shards=2)
+    with Client(ps.address) as client:
+        for scale in (1j, "2", None):
+            with pytest.raises(TypeError, match="scale must be a real number"):
+                client.push({"w": np.ones((100, 8))}, scale=scale)
+        assert all(s["pushes"] == 0 for s in client.stats())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy scalars, compared with the limits as Python floats
+            for scale in (np.float32(2), np.int64(3), True):
+                client.push({"w": np.ones((100, 8))}, scale=scale)
+        np.testing.assert_array_equal(client.pull()["w"], 6)
+
+
 def test_a_closed_client_says_so(start_server):
     ps = start_server({"w": np.zeros((100, 8))}, shards=2)
     client = Client(ps.address)
@@ -181,6 +196,34 @@ def test_nonfinite_push_is_rejected_by_the_shard_and_raised_at_flush(start_serve
         np.testing.assert_array_equal(client.pull()["w"], 0)  # neither shard wrote its part
         client.push({"w": np.ones((100, 8))})
         assert client.pull()["w"].sum() == 800  # the client is still usable
+
+
+@pytest.mark.parametrize("wire_dtype", [None, "float16"])
+@pytest.mark.parametrize("bad, scale", [(np.nan, 1.0), (np.inf, 1.0), (1e30, 1e10)])
+def test_a_push_split_over_shards_with_values_a_shard_would_refuse_is_refused_before_sending(
+        start_server, bad, scale, wire_dtype):
+    """Each shard checks only its own part: without the client's check the shards whose parts are fine would
+    apply them. (float16 cannot carry 1e30: there the rounding refuses it.)"""
+    ps = start_server({"w": np.zeros((20_000, 8), np.float32)}, shards=2)
+    assert len(ps.address.params[0].ranges) == 2
+    update = np.ones((20_000, 8), np.float32)
+    update[19_999, 3] = bad  # in the second shard's rows
+    with Client(ps.address, wire_dtype=wire_dtype) as client:
+        for push in ({"w": update}, {"w": (np.array([0, 19_999]), update[[0, 19_999]])}):
+            with pytest.raises(ValueError, match="'w'"):
+                client.push(push, scale=scale)
+        assert all(s["pushes"] == 0 and s["errors"] == 0 for s in client.stats())  # nothing reached a shard
+        np.testing.assert_array_equal(client.pull()["w"], 0)
+
+
+def test_without_check_finite_a_client_sends_what_it_is_given(start_server):
+    ps = start_server({"w": np.zeros((20_000, 8))}, shards=2, check_finite=False)
+    update = np.ones((20_000, 8))
+    update[19_999, 3] = np.nan
+    with Client(ps.address) as client:
+        client.push({"w": update})
+        pulled = client.pull()["w"]
+    assert np.isnan(pulled[19_999, 3]) and np.nansum(pulled) == update.size - 1
 
 
 def test_a_push_that_would_overflow_float32_is_refused_and_raised_at_flush(start_server):
