@@ -10,11 +10,20 @@ import zmq
 POLLIN, SNDMORE = int(zmq.POLLIN), int(zmq.SNDMORE)
 
 
-def send_frames(socket: zmq.Socket, frames) -> None:
-    """``socket.send_multipart(frames, copy=False)``."""
+def send_frames(socket: zmq.Socket, frames, track: bool = False):
+    """``socket.send_multipart(frames, copy=False)``; with ``track``, the ``zmq.MessageTracker`` of the last
+    frame, done once ZeroMQ has let go of it (written to the connection, or dropped with it)."""
     for frame in frames[:-1]:
         socket.send(frame, SNDMORE, copy=False)
-    socket.send(frames[-1], 0, copy=False)
+    if not track:
+        return socket.send(frames[-1], 0, copy=False)
+    # pyzmq copies a frame smaller than the socket's copy_threshold, and its tracker is then done at once:
+    # the last frame goes zero-copy whatever its size, so that its tracker follows the whole message.
+    threshold, socket.copy_threshold = socket.copy_threshold, 0
+    try:
+        return socket.send(frames[-1], 0, copy=False, track=True)
+    finally:
+        socket.copy_threshold = threshold
 
 
 def recv_frames(socket: zmq.Socket) -> list:

@@ -54,9 +54,11 @@ ERR_ROWS = 8           # a row index outside the rows this shard owns
 ERR_NONFINITE = 9      # NaN or infinity in values or scale, or sums that would overflow to infinity
 ERR_INTERNAL = 10      # the shard failed applying a valid request (a bug): nothing is half-written
 ERR_DESCENT = 11       # the server's custom descent raised or changed a shape: nothing was written
+ERR_BACKLOG = 12       # a PULL from a peer that has not yet taken the answers it was sent (unread_answer_limit)
 ERRORS = {ERR_MALFORMED: "MALFORMED", ERR_VERSION: "VERSION", ERR_OP: "OP", ERR_SERVER: "SERVER",
           ERR_PARAM: "PARAM", ERR_DTYPE: "DTYPE", ERR_SHAPE: "SHAPE", ERR_ROWS: "ROWS",
-          ERR_NONFINITE: "NONFINITE", ERR_INTERNAL: "INTERNAL", ERR_DESCENT: "DESCENT"}
+          ERR_NONFINITE: "NONFINITE", ERR_INTERNAL: "INTERNAL", ERR_DESCENT: "DESCENT",
+          ERR_BACKLOG: "BACKLOG"}
 
 # Request header: magic, version, op, n_items, flags (0), server_id, client_id, seq, scale.
 REQUEST = struct.Struct("<2sBBHHQQQd")
@@ -117,6 +119,14 @@ def pull_answer_limit(max_message_bytes: int, owned_bytes: int) -> int:
     if that is more (a whole pull of every parameter is always served). Repeated rows or items cannot make
     a small request cost more than that."""
     return max(max_message_bytes, owned_bytes)
+
+
+def unread_answer_limit(answer_limit: int) -> int:
+    """The most bytes of PULL answers a shard holds for one peer that has not taken them off the connection
+    yet: two of the largest answers, so that a client pulling the next chunk while it reads this one is
+    always served, and a peer that asks without reading cannot make the shard hold its answers without
+    bound."""
+    return 2 * answer_limit
 
 
 def frames_per_item(op: int, kind: int) -> int:

@@ -38,6 +38,10 @@ POLL_MS = 1000  # how long the loop sleeps in poll before it looks at its contro
 # them, and a line counting the rest (by error) when it ends. The error counters count them all.
 ERRORS_LOGGED_PER_WINDOW = 10
 ERROR_LOG_WINDOW = 60.0  # seconds
+# PULL answers this large are tracked until ZeroMQ has written them to the connection: what a peer has not
+# taken counts against protocol.unread_answer_limit. Smaller ones are bounded by ZeroMQ's send high-water
+# mark (1000 messages per peer) and need no tracker (about 7 us a send here).
+TRACKED_ANSWER_BYTES = 256 << 10
 
 # glibc malloc settings for a shard (mallopt's parameter numbers, from glibc's malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -96,6 +100,8 @@ class Shard:
         self.measure_bounds()
         owned = sum((p.hi - p.lo) * p.array[0].nbytes for p in self.params if p is not None)
         self.max_answer_bytes = P.pull_answer_limit(self.max_message_bytes, owned)
+        self.max_unread_bytes = P.unread_answer_limit(self.max_answer_bytes)
+        self.unread = {}  # peer identity -> deque of (tracker, bytes) of large answers ZeroMQ still holds
         # The ids requests may carry, each with how its pushes are applied: a custom descent(model, update),
         # or None to add them. The server's own id is always open; each DeepDist job opens one of its own,
         # with its descent, and closes it when the job ends, after which its requests are refused.
@@ -106,8 +112,8 @@ class Shard:
         self.log_window_start, self.logged, self.unlogged = time.monotonic(), 0, collections.Counter()
 
     # -- requests ------------------------------------------------------------------------------------------
-    def handle(self, frames: list) -> list:
-        """Reply frames for one request (the frames after the ROUTER identity). Never raises."""
+    def handle(self, frames: list, peer: bytes = None) -> list:
+        """Reply frames for one request (the frames after the ROUTER identity ``peer``). Never raises."""
         header = frames[0].buffer if frames else b""
         data = frames[1:]
         self.counters["bytes_in"] += sum(len(f) for f in frames)
@@ -120,7 +126,7 @@ class Shard:
             if request.op == P.OP_PUSH:
                 reply = self.push(request, data, self.sessions[request.server_id])
             elif request.op == P.OP_PULL:
-                reply = self.pull(request, data)
+                reply = self.pull(request, data, peer)
             else:
                 reply = self.stats(request)
         except P.ProtocolError as error:
@@ -295,7 +301,7 @@ class Shard:
             param.array[selection] = result.reshape(-1, param.array.shape[1])
             param.bound = max(param.bound, largest)
 
-    def pull(self, request: P.Request, data: list) -> list:
+    def pull(self, request: P.Request, data: list, peer: bytes = None) -> list:
         frames, wanted = iter(data), []
         for item in request.items:
             param = self.param(item)
@@ -311,6 +317,13 @@ class Shard:
         if size > self.max_answer_bytes:
             raise P.ProtocolError(P.ERR_SHAPE, f"the pull would answer {size} bytes, more than the limit of "
                                                f"{self.max_answer_bytes} bytes (pull_answer_limit)")
+        if peer is not None and size >= TRACKED_ANSWER_BYTES:
+            held = self.unread_bytes(peer)
+            if held + size > self.max_unread_bytes:
+                raise P.ProtocolError(P.ERR_BACKLOG, f"{held} bytes of answers sent to this client are not read "
+                                                     f"yet; {size} more would pass the limit of "
+                                                     f"{self.max_unread_bytes} (unread_answer_limit): read "
+                                                     f"answers before asking for more")
         out = []
         for param, rows, dtype in wanted:
             # Copies, not views of shared memory: zmq sends from its I/O thread after send() returns, and
@@ -402,7 +415,26 @@ class Shard:
             # an exception each time the queue runs dry.
             while next_is_message(socket, control.fd):
                 frames = recv_frames(socket)
-                send_frames(socket, [frames[0]] + self.handle(frames[1:]))
+                peer = frames[0].bytes
+                reply = [frames[0]] + self.handle(frames[1:], peer)
+                size = sum(frame.nbytes for frame in reply[2:] if isinstance(frame, np.ndarray))  # answers
+                if size < TRACKED_ANSWER_BYTES:
+                    send_frames(socket, reply)
+                else:
+                    self.unread.setdefault(peer, collections.deque()).append(
+                        (send_frames(socket, reply, track=True), size))
+            for peer in list(self.unread):  # forget peers whose answers are all taken (or gone with them)
+                self.unread_bytes(peer)
+
+    def unread_bytes(self, peer: bytes) -> int:
+        """Bytes of large answers sent to ``peer`` that ZeroMQ still holds (queued, or being written)."""
+        sent = self.unread.get(peer)
+        while sent and sent[0][0].done:  # one connection writes its messages in order
+            sent.popleft()
+        if not sent:
+            self.unread.pop(peer, None)
+            return 0
+        return sum(size for _, size in sent)
 
     def command(self, command: dict) -> str:
         """Carry out a command from the server's pipe; the answer line for it.

@@ -234,6 +234,43 @@ def test_a_small_pull_cannot_make_a_shard_allocate_without_bound(start_server, z
         assert client.pull(["w"], rows=rows[:10])["w"].shape == (10, 1 << 16)  # within the limit: served
 
 
+def test_a_peer_that_asks_without_reading_cannot_make_a_shard_hold_answers_without_bound(start_server,
+                                                                                       zmq_socket, recv):
+    """A peer that sends small pulls and reads none of the answers: the shard holds at most
+    unread_answer_limit bytes of answers for it (512 MiB here), refuses its pulls beyond that (BACKLOG),
+    and serves it again once it has read them. Others are served throughout."""
+    import time
+
+    ps = start_server({"w": np.zeros((4096, 1024), np.float32)}, shards=1)  # 16 MiB
+    limit = P.unread_answer_limit(P.pull_answer_limit(ps.address.max_message_bytes, 16 << 20))
+    assert limit == 512 << 20
+    rogue = zmq_socket(zmq.DEALER)
+    rogue.rcvhwm = 1
+    rogue.setsockopt(zmq.RCVBUF, 4096)
+    rogue.connect(ps.address.endpoints[0])
+    whole = P.Item(0, P.KIND_DENSE, F32, 4096)
+    ask = request(ps.address.server_id, [whole] * 3, [], op=P.OP_PULL)  # 120 bytes asking for 48 MiB
+    for _ in range(40):  # 1.9 GiB of answers
+        rogue.send_multipart(ask)
+    with Client(ps.address, timeout=10) as good:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the shard has handled all 40
+            stats = good.stats()[0]
+            if stats["pulls"] + stats["errors"] >= 40:
+                break
+            time.sleep(0.05)
+        served, refused = stats["pulls"], stats["errors_by_code"].get("BACKLOG", 0)
+        assert served + refused == 40 and served <= (limit >> 20) // 48 + 2 and refused > 0, stats
+        assert good.pull(["w"], rows=np.arange(4096))["w"].shape == (4096, 1024)  # a large pull, served
+    answers = [recv(rogue) for _ in range(40)]
+    assert sum(P.decode_reply(answer[0]).status == P.STATUS_OK for answer in answers) == served
+    backlog = [answer for answer in answers if P.decode_reply(answer[0]).status == P.STATUS_ERROR]
+    assert all(P.decode_reply(answer[0]).error == P.ERR_BACKLOG for answer in backlog)
+    assert "are not read yet" in backlog[0][1].decode()
+    rogue.send_multipart(ask)  # read up: served again
+    assert P.decode_reply(recv(rogue)[0]).status == P.STATUS_OK
+
+
 def test_a_whole_pull_larger_than_a_message_is_served(start_server):
     """The limit on a pull's answer is never below everything the shard holds: here 3 parameters of 90 MB on
     one shard, 270 MB in all, above the 256 MB a message may hold."""
