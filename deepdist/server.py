@@ -8,6 +8,7 @@ stop, and a shard whose server dies sees end of file and exits.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -17,6 +18,7 @@ import numbers
 import os
 import secrets
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -301,7 +303,16 @@ class ParameterServer:
 
     def release(self) -> None:
         """Hand the final values back (into the caller's arrays, or moved out into new ones) and unlink
-        every segment, all of them even if handing one back fails (its error is raised after)."""
+        every segment, all of them even if handing one back fails (its error is raised after). A Ctrl-C
+        meanwhile waits until every parameter is whole again: moving out gives each block's shared pages
+        back as it goes, and an interrupt part way would leave the caller a parameter that reads zeros."""
+        with sigint_held():
+            failed = self.hand_back()
+        if failed is not None:
+            raise failed
+
+    def hand_back(self):
+        """``release``'s work: the first error met, if any (every segment is handed back and unlinked)."""
         failed = None
         for name, segment in self.segments.items():
             try:
@@ -320,8 +331,29 @@ class ParameterServer:
                 segment.unlink()
                 segment.close()
         self.segments = {}
-        if failed is not None:
-            raise failed
+        return failed
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """Hold SIGINT (Ctrl-C) while the block runs, then deliver it to the handler it would have reached: for
+    work that must not stop half done. Python runs signal handlers in the main thread only; elsewhere, or
+    when the handler was not installed from Python, this holds nothing."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            if callable(previous):
+                previous(signal.SIGINT, held[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def check_param(name, array) -> None:

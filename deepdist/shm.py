@@ -46,11 +46,24 @@ class Segment:
     def move_out(self) -> np.ndarray:
         """A private copy of the array, made block by block, each block's shared pages given back to the
         system (MADV_REMOVE, Linux) once copied: the copy and the segment together never hold more than the
-        array and one block. Views of the segment read zeros afterwards. Call before ``unlink``."""
+        array and one block. Views of the segment read zeros afterwards. Call before ``unlink``.
+
+        Interrupted part way (an exception between blocks), the segment gets back the values of the pages it
+        gave up, so that it still holds them all, and the exception goes on."""
         out = np.empty_like(self.array, order="C")
         remove = getattr(mmap, "MADV_REMOVE", None)
-        move_blocks(self.array, out, None if remove is None else
-                    lambda start, stop: self._mapping.madvise(remove, start, stop - start))
+        moved = 0  # bytes whose pages may have been given back
+
+        def release(start, stop):
+            nonlocal moved
+            moved = stop  # before the pages go: an interrupt between the two must not miss them
+            self._mapping.madvise(remove, start, stop - start)
+
+        try:
+            move_blocks(self.array, out, None if remove is None else release)
+        except BaseException:
+            self.array.reshape(-1).view(np.uint8)[:moved] = out.reshape(-1).view(np.uint8)[:moved]
+            raise
         return out
 
     def unlink(self) -> None:
@@ -85,8 +98,8 @@ def create(array: np.ndarray, tag: str = "", move: bool = False) -> Segment:
 
     def release(start, stop):
         nonlocal moved
+        moved = stop  # before the pages go: an interrupt between the two must not miss them
         release_pages(source[start:stop])
-        moved = stop
 
     try:
         if move and can_release(array):

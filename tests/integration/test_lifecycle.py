@@ -203,3 +203,53 @@ def test_a_move_interrupted_part_way_gives_the_values_back_and_leaves_no_segment
     assert len(released) == 3  # two blocks had been given back
     np.testing.assert_array_equal(array, np.arange(262_144, dtype=np.float32))
     assert not shm.leftover(f"{shm.PREFIX}{os.getpid()}-interrupted-")
+
+
+def interrupt_moves_out(monkeypatch, interrupt, after_blocks=3):
+    """Make shm's block moves call ``interrupt()`` once ``after_blocks`` blocks have given their pages back."""
+    monkeypatch.setattr(shm, "MOVE_BLOCK", 64 * 1024)
+    move_blocks = shm.move_blocks
+
+    def moved_until_interrupted(src, dst, release):
+        given_back = []
+
+        def release_then_interrupt(start, stop):
+            release(start, stop)
+            given_back.append(stop)
+            if len(given_back) == after_blocks:
+                interrupt()
+
+        move_blocks(src, dst, None if release is None else release_then_interrupt)
+
+    monkeypatch.setattr(shm, "move_blocks", moved_until_interrupted)
+
+
+def test_a_move_out_interrupted_part_way_leaves_the_segment_whole(monkeypatch):
+    """move_out gives each copied block's shared pages back as it goes: interrupted after some blocks, the
+    segment gets their values back, so that it still holds every value."""
+    values = np.arange(262_144, dtype=np.float32)  # 1 MiB: 16 blocks
+    segment = shm.create(values, tag="move-out")
+    try:
+        def interrupt():
+            raise KeyboardInterrupt
+
+        interrupt_moves_out(monkeypatch, interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            segment.move_out()
+        np.testing.assert_array_equal(segment.array, values)
+    finally:
+        segment.unlink()
+        segment.close()
+
+
+def test_ctrl_c_while_the_block_hands_values_back_waits_until_they_are_whole(monkeypatch, no_leftover_shm):
+    """A Ctrl-C as the with-block ends, while the final values move out of shared memory: it is raised once
+    every parameter is whole in its new array, and no segment is left."""
+    values = np.arange(1 << 20, dtype=np.float32).reshape(1024, 1024)  # 4 MiB: 64 blocks
+    interrupt_moves_out(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        with ParameterServer({"w": values.copy(), "b": np.ones(3)}, shards=2, copy_back=False) as ps:
+            pass
+    np.testing.assert_array_equal(ps.params["w"], values)
+    np.testing.assert_array_equal(ps.params["b"], 1.0)
+    assert all(array.flags.owndata for array in ps.params.values())  # ordinary arrays, not shared memory
