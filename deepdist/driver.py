@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 import sys
@@ -26,6 +27,9 @@ PROGRESS_INTERVAL = 0.5       # seconds between refreshes of the progress line o
 PROGRESS_LOG_INTERVAL = 30.0  # seconds between progress lines written to a file or a pipe (a driver's log)
 
 
+# ParameterServer's keyword arguments that DeepDist passes on as they are (it sets the others itself).
+SERVER_OPTIONS = set(inspect.signature(ParameterServer).parameters) - {"params", "shards", "host", "port",
+                                                                       "advertise"}
 # id() of every model a DeepDist block is serving in this process: a second block on one of them is refused.
 _SERVED = set()
 
@@ -56,6 +60,10 @@ class DeepDist:
         self.given_client_options = {"timeout": timeout, "window": window, "wire_dtype": wire_dtype}
         self.client_options = None  # what tasks use: the given options, completed when the block starts
         self.progress = progress
+        unknown = sorted(set(server_options) - SERVER_OPTIONS)
+        if unknown:  # here, not when the block starts
+            raise TypeError(f"DeepDist() got unexpected keyword arguments {unknown}; besides its own it takes "
+                            f"ParameterServer's {sorted(SERVER_OPTIONS)}")
         self.server_options = server_options
         self.server = None
 

@@ -225,6 +225,13 @@ def test_a_bad_update_fails_the_job_and_writes_nothing(spark_context, gradient, 
         np.testing.assert_array_equal(dd.model.W, start)
 
 
+def test_a_misspelled_argument_is_refused_when_the_deepdist_is_made():
+    """Not later, when the block starts and ParameterServer would refuse it."""
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['wire_dtyp'\]; .* 'stop_timeout'"):
+        DeepDist({"W": np.zeros(3)}, wire_dtyp="float16")
+    DeepDist({"W": np.zeros(3)}, check_finite=False, stop_timeout=3.0)  # ParameterServer's own: passed on
+
+
 def test_unknown_parameter_names_are_refused():
     with pytest.raises(TypeError, match="params="):
         DeepDist(object())
