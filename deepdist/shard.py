@@ -80,6 +80,20 @@ class Owned:
         return self.bound
 
 
+class ShardRows(types.SimpleNamespace):
+    """What a custom descent gets as ``model``: the rows a push touches, as ``model.NAME`` or, as in a dict
+    model, ``model[NAME]`` (which also reaches a name that is not an identifier, such as 'layer.0')."""
+
+    def __getitem__(self, name):
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __setitem__(self, name, value):
+        setattr(self, name, value)
+
+
 class Shard:
     def __init__(self, config: dict):
         self.index = config["shard"]
@@ -252,11 +266,11 @@ class Shard:
     def run_descent(self, descent, updates: list, scale: float) -> None:
         """Call the custom ``descent(model, update)`` on this shard's part of one push.
 
-        ``model.NAME`` and ``update[NAME]`` are the rows this push touches, in the parameter's shape; repeated
+        ``model.NAME`` (or ``model[NAME]``) and ``update[NAME]`` are the rows this push touches, in the parameter's shape; repeated
         rows arrive summed; parameters the push does not touch here are empty. descent works on copies that
         are written back only when it returns, so a descent that raises leaves nothing half-written.
         """
-        model, update, selections = types.SimpleNamespace(), {}, {}
+        model, update, selections = ShardRows(), {}, {}
         for p in self.all_params:
             empty = np.empty([0] + p["shape"][1:], p["dtype"])
             setattr(model, p["name"], empty)

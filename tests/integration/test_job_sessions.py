@@ -55,6 +55,24 @@ def one_row_dense(model, data):
     return {"w": delta}
 
 
+def dotted_names_gradient(model, data):
+    list(data)
+    return {"layer.0": np.ones_like(model["layer.0"]), "b": np.ones_like(model["b"])}
+
+
+def item_access_descent(model, update):
+    model["layer.0"] += 2 * update["layer.0"]  # not an identifier: model.NAME could not reach it
+    model["b"] = model["b"] - update["b"]
+
+
+def test_a_custom_descent_reads_and_writes_a_dict_models_parameters_by_key(spark_context):
+    model = {"layer.0": np.zeros((3000, 4)), "b": np.zeros(2)}
+    with DeepDist(model, shards=2, progress=False) as dd:
+        dd.train(spark_context.parallelize(range(4), 2), dotted_names_gradient, item_access_descent)
+    np.testing.assert_array_equal(model["layer.0"], 4.0)
+    np.testing.assert_array_equal(model["b"], -2.0)
+
+
 def test_a_custom_descent_sees_every_row_of_a_dense_update(spark_context):
     """A dense delta that is mostly zero would travel as sparse rows; with a custom descent it goes as it is,
     so a descent that is not linear in the update (decay here) treats every row alike."""
