@@ -10,18 +10,19 @@ import zmq
 POLLIN, SNDMORE = int(zmq.POLLIN), int(zmq.SNDMORE)
 
 
-def send_frames(socket: zmq.Socket, frames, track: bool = False):
-    """``socket.send_multipart(frames, copy=False)``; with ``track``, the ``zmq.MessageTracker`` of the last
-    frame, done once ZeroMQ has let go of it (written to the connection, or dropped with it)."""
+def send_frames(socket: zmq.Socket, frames, without_copy: bool = False) -> None:
+    """``socket.send_multipart(frames, copy=False)``. pyzmq still copies a frame smaller than the socket's
+    ``copy_threshold``; with ``without_copy`` the last frame is never copied, so that the buffer it came from
+    stays referenced for as long as ZeroMQ holds the message."""
     for frame in frames[:-1]:
         socket.send(frame, SNDMORE, copy=False)
-    if not track:
-        return socket.send(frames[-1], 0, copy=False)
-    # pyzmq copies a frame smaller than the socket's copy_threshold, and its tracker is then done at once:
-    # the last frame goes zero-copy whatever its size, so that its tracker follows the whole message.
+    last = frames[-1]
+    if not without_copy or memoryview(last).nbytes >= socket.copy_threshold:
+        socket.send(last, 0, copy=False)
+        return
     threshold, socket.copy_threshold = socket.copy_threshold, 0
     try:
-        return socket.send(frames[-1], 0, copy=False, track=True)
+        socket.send(last, 0, copy=False)
     finally:
         socket.copy_threshold = threshold
 

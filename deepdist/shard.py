@@ -22,6 +22,7 @@ import pickle
 import sys
 import time
 import types
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,9 +39,9 @@ POLL_MS = 1000  # how long the loop sleeps in poll before it looks at its contro
 # them, and a line counting the rest (by error) when it ends. The error counters count them all.
 ERRORS_LOGGED_PER_WINDOW = 10
 ERROR_LOG_WINDOW = 60.0  # seconds
-# PULL answers this large are tracked until ZeroMQ has written them to the connection: what a peer has not
+# PULL answers this large are followed until ZeroMQ has written them to the connection: what a peer has not
 # taken counts against protocol.unread_answer_limit. Smaller ones are bounded by ZeroMQ's send high-water
-# mark (1000 messages per peer) and need no tracker (about 7 us a send here).
+# mark (1000 messages per peer).
 TRACKED_ANSWER_BYTES = 256 << 10
 
 # glibc malloc settings for a shard (mallopt's parameter numbers, from glibc's malloc.h).
@@ -115,7 +116,7 @@ class Shard:
         owned = sum((p.hi - p.lo) * p.array[0].nbytes for p in self.params if p is not None)
         self.max_answer_bytes = P.pull_answer_limit(self.max_message_bytes, owned)
         self.max_unread_bytes = P.unread_answer_limit(self.max_answer_bytes)
-        self.unread = {}  # peer identity -> deque of (tracker, bytes) of large answers ZeroMQ still holds
+        self.unread = {}  # peer identity -> deque of (weak reference, bytes) of large answers ZeroMQ holds
         # The ids requests may carry, each with how its pushes are applied: a custom descent(model, update),
         # or None to add them. The server's own id is always open; each DeepDist job opens one of its own,
         # with its descent, and closes it when the job ends, after which its requests are refused.
@@ -435,15 +436,20 @@ class Shard:
                 if size < TRACKED_ANSWER_BYTES:
                     send_frames(socket, reply)
                 else:
-                    self.unread.setdefault(peer, collections.deque()).append(
-                        (send_frames(socket, reply, track=True), size))
+                    # An answer is a new array, and pyzmq keeps a buffer it sends without copying referenced
+                    # until libzmq lets go of the message: the last array lives until the peer has taken
+                    # the whole answer (or is gone). A weak reference costs nothing at send, where a
+                    # zmq.MessageTracker cost 12 us of this thread a message, measured.
+                    self.unread.setdefault(peer, collections.deque()).append((weakref.ref(reply[-1]), size))
+                    send_frames(socket, reply, without_copy=True)
+                del reply  # or it would hold the last answer until the next request
             for peer in list(self.unread):  # forget peers whose answers are all taken (or gone with them)
                 self.unread_bytes(peer)
 
     def unread_bytes(self, peer: bytes) -> int:
         """Bytes of large answers sent to ``peer`` that ZeroMQ still holds (queued, or being written)."""
         sent = self.unread.get(peer)
-        while sent and sent[0][0].done:  # one connection writes its messages in order
+        while sent and sent[0][0]() is None:  # one connection writes its messages in order
             sent.popleft()
         if not sent:
             self.unread.pop(peer, None)
