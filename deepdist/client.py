@@ -74,6 +74,9 @@ class Client:
             # of a pull's client thread per reply, measured).
             socket.sndtimeo = socket.rcvtimeo = int(timeout * 1000)
             socket.ipv6 = is_ipv6(endpoint)
+            if address.keys is not None:  # the server encrypts: CURVE, with the key pair it made for clients
+                socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = (
+                    key.encode() for key in address.keys)
             socket.connect(endpoint)
             self.sockets.append(socket)
         self.pending = [collections.deque() for _ in self.sockets]  # (seq, op) sent and not yet answered

@@ -46,9 +46,10 @@ class DeepDist:
     wire_dtype: ``"float16"``: the tasks' values of float32 parameters travel as float16, half the bytes
         (``Client``'s half-precision wire); None: in their own dtype.
     progress: print a progress line to stderr while ``train`` runs.
-    shards, host, advertise, port, timeout, window, check_finite and wire_dtype left as None are read from the
-    Spark configuration (``spark.deepdist.shards`` etc., see ``spark.CONF_KEYS``) when the block starts, else
-    default to 2 shards, any free ports, 60 s, 32, True and None; docs/configuration.md has the table.
+    shards, host, advertise, port, timeout, window, check_finite, encrypt and wire_dtype left as None are read
+    from the Spark configuration (``spark.deepdist.shards`` etc., see ``spark.CONF_KEYS``) when the block
+    starts, else default to 2 shards, any free ports, 60 s, 32, True, False and None; docs/configuration.md
+    has the table. check_finite and encrypt are ParameterServer's (keyword arguments passed on).
     """
 
     def __init__(self, model, params=None, shards: int = None, host=None, advertise=None, port: int = None,
@@ -93,7 +94,7 @@ class DeepDist:
         options = dict(self.server_options)
         config = settings(active_spark_conf(), shards=self.shards, host=self.host, advertise=self.advertise,
                           port=self.port, check_finite=options.pop("check_finite", None),
-                          **self.given_client_options)
+                          encrypt=options.pop("encrypt", None), **self.given_client_options)
         self.client_options = {name: config[name] for name in self.given_client_options}
         arrays = dict(get_arrays(self.model, self.names))
         # The model must take new arrays (a read-only property would not): find out before anything starts.
@@ -107,7 +108,7 @@ class DeepDist:
         options.setdefault("move_in", [name for name in self.names if held_only_by_the_model(arrays, name)])
         self.server = ParameterServer(arrays, shards=config["shards"], host=config["host"], port=config["port"],
                                       advertise=config["advertise"], check_finite=config["check_finite"],
-                                      **options).start()
+                                      encrypt=config["encrypt"], **options).start()
         del arrays
         _SERVED.add(id(self.model))
         try:

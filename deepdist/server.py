@@ -26,6 +26,7 @@ import threading
 import time
 
 import numpy as np
+import zmq
 
 from . import kernels, protocol as P, shm
 from .errors import DeepDistError, ShardDied
@@ -47,6 +48,9 @@ class ParameterServer:
     start_timeout, stop_timeout: seconds allowed for shards to come up and to exit.
     check_finite: refuse parameters holding NaN or infinity, and pushes that hold them or whose sums would
         overflow to infinity (one extra read of each update; see ``Shard.check_growth``).
+    encrypt: ZeroMQ's CURVE on every connection: traffic is encrypted, and shards serve only clients that
+        hold the client key pair made for this server, which ``address`` carries (keep it as secret as the
+        parameters; docs/protocol.md, section 6).
     copy_back: True: the server keeps the arrays given, and copies the final values back into them. False: it
         lets go of them once they are in shared memory, so the caller can free them while the server runs,
         and hands the final values back in new arrays (``ps.params``), moving them out of shared memory block
@@ -65,7 +69,7 @@ class ParameterServer:
 
     def __init__(self, params, shards: int = 2, host: str = "127.0.0.1", port: int = 0, advertise=None,
                  start_timeout: float = 30.0, stop_timeout: float = 10.0, check_finite: bool = True,
-                 copy_back: bool = True, move_in=()):
+                 copy_back: bool = True, move_in=(), encrypt: bool = False):
         if isinstance(shards, bool) or not isinstance(shards, numbers.Integral) or shards < 1:
             raise ValueError(f"shards must be a whole number, at least 1, got {shards!r}")
         if len(params) > P.MAX_ITEMS:
@@ -90,6 +94,8 @@ class ParameterServer:
         self.advertise = advertise or (socket.getfqdn() if host in WILDCARDS else host)
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
         self.check_finite = check_finite
+        self.encrypt = encrypt
+        self.keys = None  # with encrypt: the shards' key pair and the clients' (made when the server starts)
         self.specs = plan(params, shards)
         self.params = dict(params)
         self.address = None
@@ -119,6 +125,8 @@ class ParameterServer:
                                      f"a server holds finite values only")
             self.params = {name: segment.array for name, segment in self.segments.items()}
             server_id = random_id()
+            if self.encrypt:
+                self.keys = [key.decode() for pair in (zmq.curve_keypair(), zmq.curve_keypair()) for key in pair]
             largest = max((array.nbytes for array in self.given.values()), default=0)
             limit = max(MIN_MESSAGE_LIMIT, 2 * largest + (1 << 20))
             for index in range(self.n_shards):
@@ -129,8 +137,9 @@ class ParameterServer:
             raise
         if not self.copy_back:
             self.given = None  # shared memory holds the values now; the caller may free the originals
+        client_keys = None if self.keys is None else (self.keys[0], *self.keys[2:])  # not the shards' secret
         self.address = ServerAddress(tuple(endpoints), server_id, tuple(self.specs.values()), limit,
-                                     self.check_finite)
+                                     self.check_finite, client_keys)
         self.watcher = threading.Thread(target=self.watch, name="deepdist-shard-watcher", daemon=True)
         self.watcher.start()
         return self
@@ -141,6 +150,8 @@ class ParameterServer:
             "shard": index, "server_id": server_id, "host": self.host,
             "port": self.port + index if self.port else 0, "check_finite": self.check_finite,
             "max_message_bytes": limit,
+            # The shards' key pair and the clients' public key: over the private pipe, never the network.
+            "curve": None if self.keys is None else self.keys[:3],
             "params": [{"name": name, "segment": segment.name, "dtype": segment.array.dtype.str,
                         "shape": list(segment.array.shape),
                         "lo": ranges.get(name, (None, None))[0], "hi": ranges.get(name, (None, None))[1]}

@@ -555,8 +555,12 @@ def main() -> None:
     config = json.loads(control.first_line())
     shard = Shard(config)
     context = zmq.Context()
+    authenticator = None if config.get("curve") is None else curve_authenticator(context, config["curve"][2])
     socket = context.socket(zmq.ROUTER)
     socket.linger = 0
+    if authenticator is not None:  # before bind: every connection then starts with the CURVE handshake
+        socket.curve_server = True
+        socket.curve_publickey, socket.curve_secretkey = (key.encode() for key in config["curve"][:2])
     socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"])
     bind = tcp_endpoint(config["host"], config.get("port") or "*")
     socket.ipv6 = is_ipv6(bind)
@@ -571,8 +575,30 @@ def main() -> None:
         shard.serve(socket, control)
     finally:
         socket.close()
+        if authenticator is not None:
+            authenticator.stop()
         context.term()
         shard.close()
+
+
+class OneClientKey:
+    """ZAP's CURVE check (pyzmq's credentials provider): a client is served if it holds ``key``'s pair."""
+
+    def __init__(self, key: str):
+        self.key = key.encode()
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        return client_key == self.key
+
+
+def curve_authenticator(context: zmq.Context, client_key: str):
+    """pyzmq's ZAP handler, in a thread of this shard, admitting only ``client_key`` (Z85)."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    authenticator = ThreadAuthenticator(context)
+    authenticator.start()
+    authenticator.configure_curve_callback("*", credentials_provider=OneClientKey(client_key))
+    return authenticator
 
 
 if __name__ == "__main__":

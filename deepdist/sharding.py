@@ -7,7 +7,7 @@ lives whole on one shard; small parameters are dealt round-robin so that they do
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -124,3 +124,6 @@ class ServerAddress:
     params: tuple              # ParamSpec per parameter, in wire index order
     max_message_bytes: int     # the largest frame a shard accepts
     check_finite: bool = True  # shards refuse NaN, infinity and overflow (clients check across shards first)
+    # With encryption (CURVE): the shards' public key, and the one key pair they accept clients with, as
+    # Z85 text. A secret: the address is then as sensitive as the parameters (never shown in its repr).
+    keys: tuple = field(default=None, repr=False)

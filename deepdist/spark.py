@@ -41,10 +41,11 @@ CONF_KEYS = {
     "timeout": ("spark.deepdist.timeout", float),
     "window": ("spark.deepdist.window", int),
     "check_finite": ("spark.deepdist.checkFinite", bool),
+    "encrypt": ("spark.deepdist.encrypt", bool),
     "wire_dtype": ("spark.deepdist.wireDtype", str),
 }
 DEFAULTS = {"host": None, "advertise": None, "port": 0, "shards": 2, "timeout": 60.0, "window": 32,
-            "check_finite": True, "wire_dtype": None}
+            "check_finite": True, "encrypt": False, "wire_dtype": None}
 
 
 def settings(conf, **given) -> dict:

@@ -25,7 +25,7 @@ def spark_conf(master="spark://cluster:7077", **values):
 
 def test_every_setting_has_a_spark_conf_key_and_a_default():
     assert set(CONF_KEYS) == set(DEFAULTS) == {"host", "advertise", "port", "shards", "timeout", "window",
-                                               "check_finite", "wire_dtype"}
+                                               "check_finite", "encrypt", "wire_dtype"}
     assert all(key.startswith("spark.deepdist.") for key, _ in CONF_KEYS.values())
 
 
@@ -33,7 +33,7 @@ def test_every_setting_has_a_spark_conf_key_and_a_default():
 def test_local_masters_stay_on_loopback(master):
     assert settings(spark_conf(master)) == {"host": "127.0.0.1", "advertise": "127.0.0.1", "port": 0,
                                              "shards": 2, "timeout": 60.0, "window": 32, "check_finite": True,
-                                             "wire_dtype": None}
+                                             "encrypt": False, "wire_dtype": None}
     assert settings(None)["host"] == "127.0.0.1"  # no Spark at all
 
 
@@ -48,10 +48,10 @@ def test_spark_conf_keys_are_read_and_typed():
     conf = {"spark.deepdist.bindAddress": "10.0.0.5", "spark.deepdist.advertiseAddress": "driver.svc",
             "spark.deepdist.port": "40000", "spark.deepdist.shards": "4", "spark.deepdist.timeout": "7.5",
             "spark.deepdist.window": "8", "spark.deepdist.checkFinite": "false",
-            "spark.deepdist.wireDtype": "float16"}
+            "spark.deepdist.encrypt": "true", "spark.deepdist.wireDtype": "float16"}
     assert settings(spark_conf(**conf)) == {"host": "10.0.0.5", "advertise": "driver.svc", "port": 40000,
                                              "shards": 4, "timeout": 7.5, "window": 8, "check_finite": False,
-                                             "wire_dtype": "float16"}
+                                             "encrypt": True, "wire_dtype": "float16"}
     # A bind address without an advertised one: clients dial the bind address.
     assert settings(spark_conf(**{"spark.deepdist.bindAddress": "10.0.0.5"}))["advertise"] == "10.0.0.5"
 
@@ -71,6 +71,7 @@ def test_arguments_beat_spark_conf():
     ("spark.deepdist.timeout", "-1", "spark.deepdist.timeout must be positive seconds"),
     ("spark.deepdist.window", "0", "spark.deepdist.window must be at least 1"),
     ("spark.deepdist.checkFinite", "maybe", "spark.deepdist.checkFinite must be true or false"),
+    ("spark.deepdist.encrypt", "curve", "spark.deepdist.encrypt must be true or false"),
     ("spark.deepdist.advertiseAddress", "0.0.0.0", "spark.deepdist.advertiseAddress must be an address clients"),
     ("spark.deepdist.wireDtype", "bfloat16", "spark.deepdist.wireDtype must be 'float16' (or unset"),
 ])
@@ -89,7 +90,7 @@ def test_bad_arguments_name_the_argument():
 @pytest.mark.parametrize("name, value, expected", [
     ("shards", "2", "a whole number"), ("shards", 2.5, "a whole number"), ("shards", True, "a whole number"),
     ("window", 2.5, "a whole number"), ("timeout", "5", "a number"), ("port", "x", "a whole number"),
-    ("check_finite", "no", "True or False"), ("host", 127, "a string"), ("wire_dtype", np.float16, "a string")])
+    ("check_finite", "no", "True or False"), ("encrypt", 1, "True or False"), ("host", 127, "a string"), ("wire_dtype", np.float16, "a string")])
 def test_arguments_of_the_wrong_type_name_the_argument(name, value, expected):
     with pytest.raises(TypeError, match=f"{name} must be {expected}, got {value!r}"):
         settings(None, **{name: value})
@@ -111,7 +112,7 @@ def test_deepdist_starts_its_shards_as_the_spark_conf_says(monkeypatch, no_lefto
     conf = spark_conf(**{"spark.deepdist.bindAddress": "127.0.0.1", "spark.deepdist.port": str(port),
                          "spark.deepdist.shards": "3", "spark.deepdist.timeout": "9",
                          "spark.deepdist.window": "4", "spark.deepdist.checkFinite": "false",
-                         "spark.deepdist.wireDtype": "float16"})
+                         "spark.deepdist.encrypt": "true", "spark.deepdist.wireDtype": "float16"})
     # The configuration an active SparkContext with these keys would hand DeepDist.
     monkeypatch.setattr(deepdist.driver, "active_spark_conf", lambda: conf)
     model = {"w": np.zeros((30_000, 4), np.float32)}
@@ -119,7 +120,10 @@ def test_deepdist_starts_its_shards_as_the_spark_conf_says(monkeypatch, no_lefto
         assert dd.address.endpoints == tuple(f"tcp://127.0.0.1:{port + i}" for i in range(3))
         assert dd.client_options == {"timeout": 9.0, "window": 4, "wire_dtype": "float16"}
         assert dd.server.check_finite is False
-    with DeepDist(model, shards=1, timeout=1, progress=False, check_finite=True) as dd:  # arguments win
+        assert dd.address.keys is not None  # encrypted: the address carries the clients' keys
+    # Arguments win.
+    with DeepDist(model, shards=1, timeout=1, progress=False, check_finite=True, encrypt=False) as dd:
         assert len(dd.address.endpoints) == 1 and dd.address.endpoints[0] == f"tcp://127.0.0.1:{port}"
         assert dd.client_options == {"timeout": 1, "window": 4, "wire_dtype": "float16"}
         assert dd.server.check_finite is True
+        assert dd.address.keys is None
