@@ -245,7 +245,8 @@ class Bench:
         vocab_s = time.perf_counter() - started
         self.warm_python_workers()
         started = time.perf_counter()
-        with DeepDist(model, shards=2, progress=False, wire_dtype=self.args.wire_dtype) as dd:
+        with DeepDist(model, shards=2, progress=False, wire_dtype=self.args.wire_dtype,
+                      encrypt=self.args.encrypt) as dd:
             setup_s = time.perf_counter() - started
             started = time.perf_counter()
             summary = dw2v.train(dd, rdd, epochs=self.args.epochs, chunk_words=self.args.chunk_words)
@@ -467,6 +468,8 @@ def make_parser(description=__doc__.split("\n\n")[0]):
     parser.add_argument("--wire-dtype", choices=("float16",), default=None,
                         help="deepdist's values travel as float16 (DeepDist's half-precision wire; default: "
                              "float32, the parameters' own)")
+    parser.add_argument("--encrypt", action="store_true",
+                        help="deepdist's shards and tasks run CURVE (DeepDist(encrypt=True))")
     parser.add_argument("--legacy-threaded", action="store_true",
                         help="serve the 2014 design from a threading HTTP server (the original's threaded=True)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -540,7 +543,7 @@ def main(argv=None):
         "config": {"corpus": corpus, "sentences": len(sentences), "words": bench.words, "epochs": args.epochs,
                    "max_words": args.max_words, "order": args.order, "legacy_max_words": args.legacy_max_words,
                    "cores": args.cores, "partitions": args.partitions, "chunk_words": args.chunk_words,
-                   "wire_dtype": args.wire_dtype,
+                   "wire_dtype": args.wire_dtype, "encrypt": args.encrypt,
                    "seed": args.seed, "repeat": args.repeat,
                    "common": bench.common, "systems": systems},
         "loadavg_start": loadavg_start, "loadavg_end": loadavg_end,
