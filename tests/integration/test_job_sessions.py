@@ -10,10 +10,14 @@ from deepdist import Client, DeepDist, DeepDistError, RequestError, ShardDied
 
 
 def ones_slowly_or_fail(model, data):
-    """Partition 0 fails at once; the others push +1 a record, slowly, long after the job has failed."""
+    """Partition 0 fails once the other has pushed 3 times (so that it is running: on a busy machine its
+    worker may start late); the other pushes +1 a record, slowly, long after the job has failed."""
     records = list(data)
     if records[0] == 0:
-        raise ValueError("partition 0 fails")
+        if model["w"][0] >= 3:
+            raise ValueError("partition 0 fails")
+        time.sleep(0.05)
+        return {"w": np.zeros_like(model["w"])}
     time.sleep(0.05)
     return {"w": np.ones_like(model["w"])}
 
@@ -22,7 +26,7 @@ def test_a_failed_job_writes_nothing_after_train_raises(spark_context):
     """Spark stops a failed job's other tasks some seconds later; until then they push. Their pushes are
     refused once train has raised, so the model it leaves is the one the user sees, until the tasks end."""
     model = {"w": np.zeros(4)}
-    rdd = spark_context.parallelize([0] + [1] * 300, 2)  # partition 1: 150 records, 7 s or more of pushes
+    rdd = spark_context.parallelize([0] * 600 + [1] * 600, 2)  # partition 1: 30 s or more of pushes
     with DeepDist(model, progress=False) as dd:
         with pytest.raises(Exception, match="partition 0 fails"):
             dd.train(rdd, ones_slowly_or_fail, batch=1)
