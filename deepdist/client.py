@@ -26,6 +26,18 @@ from .sharding import is_ipv6, split_by_owner
 DENSE_SAMPLE = 64  # rows of a dense delta looked at before deciding to scan it for sparse rows
 
 
+# ZeroMQ's send and receive timeouts are whole milliseconds in a C int.
+MIN_TIMEOUT, MAX_TIMEOUT = 0.001, (2**31 - 1) / 1000
+
+
+def check_timeout(timeout, where: str) -> None:
+    """A ValueError naming ``where`` unless ``timeout`` is seconds ZeroMQ can wait: 1 ms to about 24 days."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not (
+            MIN_TIMEOUT <= timeout <= MAX_TIMEOUT):
+        raise ValueError(f"{where} must be seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} (ZeroMQ waits whole "
+                         f"milliseconds, at most 2**31 - 1), got {timeout!r}")
+
+
 class Client:
     """Talks to every shard of the server at ``address`` (a ``ps.address``); usable from any process.
 
@@ -40,6 +52,7 @@ class Client:
 
     def __init__(self, address, timeout: float = 60.0, window: int = 32, sparsify: bool = True,
                  wire_dtype=None):
+        check_timeout(timeout, "timeout")
         self.address = address
         self.specs = {spec.name: spec for spec in address.params}
         self.index = {spec.name: i for i, spec in enumerate(address.params)}
@@ -72,7 +85,7 @@ class Client:
             socket.linger = 0
             # A blocking recv with a timeout is one call where a poll and then a recv are two (about 10 us
             # of a pull's client thread per reply, measured).
-            socket.sndtimeo = socket.rcvtimeo = int(timeout * 1000)
+            socket.sndtimeo = socket.rcvtimeo = round(timeout * 1000)
             socket.ipv6 = is_ipv6(endpoint)
             if address.keys is not None:  # the server encrypts: CURVE, with the key pair it made for clients
                 socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = (

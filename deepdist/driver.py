@@ -57,6 +57,9 @@ class DeepDist:
                  **server_options):
         self.model = model
         self.names = param_names(model, params)
+        if PROGRESS in self.names:
+            raise ValueError(f"{PROGRESS!r} is the name deepdist keeps its progress counters under on the server: "
+                             f"rename that parameter")
         self.shards, self.host, self.advertise, self.port = shards, host, advertise, port
         self.given_client_options = {"timeout": timeout, "window": window, "wire_dtype": wire_dtype}
         self.client_options = None  # what tasks use: the given options, completed when the block starts

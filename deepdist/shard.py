@@ -292,7 +292,7 @@ class Shard:
             selections[param.name] = (param, selection, rows_now.shape)
         try:
             descent(model, update)
-        except Exception as error:
+        except BaseException as error:  # SystemExit and KeyboardInterrupt too: the user's code, not the shard's
             raise P.ProtocolError(P.ERR_DESCENT, f"descent raised {type(error).__name__}: {error}") from None
         # Every result checked and converted before the first is written: a push is applied whole or not at all.
         results = []

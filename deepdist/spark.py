@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import kernels
-from .client import Client
+from .client import MAX_TIMEOUT, MIN_TIMEOUT, Client
 from .models import is_word2vec, set_arrays
 from .sharding import WILDCARDS
 
@@ -91,10 +91,10 @@ def check_setting(name, value, where) -> None:
     if isinstance(value, bool) is not (kind is bool) or not isinstance(value, accepted):
         expected = {str: "a string", int: "a whole number", float: "a number", bool: "True or False"}[kind]
         raise TypeError(f"{where} must be {expected}, got {value!r}")
-    bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not v > 0,
+    bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not MIN_TIMEOUT <= v <= MAX_TIMEOUT,
            "window": lambda v: v < 1, "advertise": lambda v: v in WILDCARDS, "wire_dtype": lambda v: v != "float16"}
     if name in bad and bad[name](value):
-        what = {"port": "a port (0: any free port)", "shards": "at least 1", "timeout": "positive seconds",
+        what = {"port": "a port (0: any free port)", "shards": "at least 1", "timeout": f"seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}",
                 "window": "at least 1", "advertise": "an address clients can dial, not a wildcard",
                 "wire_dtype": "'float16' (or unset: values travel in their parameter's dtype)"}[name]
         raise ValueError(f"{where} must be {what}, got {value!r}")
@@ -317,16 +317,35 @@ class DescentKeepingProgress:
 
 
 def as_param_dtype(specs, name, value):
-    """The user's update with its values in the parameter's dtype (gradients are often computed in float64)."""
+    """The user's update with its values in the parameter's dtype (gradients are often computed in float64).
+
+    Real numbers only: numpy would also cast complex (dropping the imaginary part), bool, dates, strings and
+    masked arrays (dropping the mask), each a mistake that would train on garbage without a word."""
     if name not in specs:
         raise KeyError(f"gradient returned an update for {name!r}, which is not a parameter "
                        f"(parameters: {sorted(n for n in specs if n != PROGRESS)})")
     dtype = np.dtype(specs[name].dtype)
     if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(f"gradient's sparse update for {name!r} is a tuple of {len(value)}; it must be "
+                             f"(rows, values)")
         rows, values = value
-        return rows, np.asarray(values, dtype=dtype)
+        return rows, real_values(name, values, dtype)
+    if isinstance(value, list):
+        raise TypeError(f"gradient's update for {name!r} is a list; a dense update is an array, a sparse one "
+                        f"a tuple (rows, values)")
+    return real_values(name, value, dtype)
+
+
+def real_values(name, values, dtype) -> np.ndarray:
+    if isinstance(values, np.ma.MaskedArray):
+        raise TypeError(f"gradient's update for {name!r} is a masked array: fill it first "
+                        f"(values.filled(0)), or the masked values would be added")
     try:
-        return np.asarray(value, dtype=dtype)
+        array = np.asarray(values)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"gradient's update for {name!r} is not an array ({error}); a sparse update is a tuple "
-                        f"(rows, values), not a list") from None
+        raise TypeError(f"gradient's update for {name!r} is not an array ({error})") from None
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"gradient's update for {name!r} holds {array.dtype} values; a parameter takes real "
+                        f"numbers (float or integer arrays)")
+    return array.astype(dtype, copy=False)

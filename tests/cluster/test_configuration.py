@@ -68,7 +68,9 @@ def test_arguments_beat_spark_conf():
     ("spark.deepdist.port", "http", "spark.deepdist.port must be an integer, got 'http'"),
     ("spark.deepdist.port", "70000", "spark.deepdist.port must be a port"),
     ("spark.deepdist.shards", "0", "spark.deepdist.shards must be at least 1"),
-    ("spark.deepdist.timeout", "-1", "spark.deepdist.timeout must be positive seconds"),
+    ("spark.deepdist.timeout", "-1", "spark.deepdist.timeout must be seconds from 0.001 to 2.14748e"),
+    ("spark.deepdist.timeout", "inf", "spark.deepdist.timeout must be seconds from 0.001"),  # ZeroMQ's int ms
+    ("spark.deepdist.timeout", "3e6", "spark.deepdist.timeout must be seconds from 0.001"),
     ("spark.deepdist.window", "0", "spark.deepdist.window must be at least 1"),
     ("spark.deepdist.checkFinite", "maybe", "spark.deepdist.checkFinite must be true or false"),
     ("spark.deepdist.encrypt", "curve", "spark.deepdist.encrypt must be true or false"),

@@ -173,6 +173,13 @@ def test_scale_must_be_a_real_number(start_server):
         np.testing.assert_array_equal(client.pull()["w"], 6)
 
 
+@pytest.mark.parametrize("timeout", [0, 0.0004, -1, float("inf"), float("nan"), 3e6, True, "5"])
+def test_a_timeout_zeromq_cannot_wait_is_refused(start_server, timeout):
+    ps = start_server({"w": np.zeros((100, 8))}, shards=1)
+    with pytest.raises(ValueError, match=r"timeout must be seconds from 0.001 to 2.14748e\+06"):
+        Client(ps.address, timeout=timeout)
+
+
 def test_a_closed_client_says_so(start_server):
     ps = start_server({"w": np.zeros((100, 8))}, shards=2)
     client = Client(ps.address)

@@ -232,6 +232,11 @@ def test_a_misspelled_argument_is_refused_when_the_deepdist_is_made():
     DeepDist({"W": np.zeros(3)}, check_finite=False, stop_timeout=3.0)  # ParameterServer's own: passed on
 
 
+def test_the_progress_counters_name_is_refused_as_a_parameter_name():
+    with pytest.raises(ValueError, match="'__deepdist_progress__' is the name deepdist keeps its progress"):
+        DeepDist({"__deepdist_progress__": np.zeros(4), "w": np.zeros(3)})
+
+
 def test_unknown_parameter_names_are_refused():
     with pytest.raises(TypeError, match="params="):
         DeepDist(object())
@@ -438,8 +443,32 @@ def sparse_as_a_list(model, data):
 
 def test_a_sparse_update_given_as_a_list_is_explained(spark_context):
     with DeepDist({"w": np.zeros((3, 2))}, progress=False) as dd:
-        with pytest.raises(Exception, match=r"a sparse update is a tuple \(rows, values\), not a list"):
+        with pytest.raises(Exception, match=r"is a list; a dense update is an array, a sparse one a tuple "
+                                            r"\(rows, values\)"):
             dd.train(spark_context.parallelize([1], 1), sparse_as_a_list)
+
+
+ODD_UPDATES = {  # what numpy would cast to float without a word, and what Python would unpack vaguely
+    "complex": (lambda w: w + 1j, "holds complex128 values"),
+    "masked": (lambda w: np.ma.masked_all_like(w), "is a masked array"),
+    "strings": (lambda w: np.full(w.shape, "1e3"), "holds <U3 values"),
+    "bool": (lambda w: np.ones(w.shape, bool), "holds bool values"),
+    "dates": (lambda w: np.full(w.shape, np.datetime64("2020-01-01")), "holds datetime64"),
+    "tuple of 3": (lambda w: (np.array([0]), np.ones((1, 2)), 1), r"is a tuple of 3; it must be \(rows, values\)"),
+}
+
+
+def odd_update(model, data):
+    kind = list(data)[0]
+    return {"w": ODD_UPDATES[kind][0](model["w"])}
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_UPDATES))
+def test_an_update_of_the_wrong_kind_is_refused_not_cast(spark_context, kind):
+    with DeepDist({"w": np.zeros((3, 2))}, progress=False) as dd:
+        with pytest.raises(Exception, match=f"gradient's (sparse )?update for 'w' {ODD_UPDATES[kind][1]}"):
+            dd.train(spark_context.parallelize([kind], 1), odd_update)
+        np.testing.assert_array_equal(dd.model["w"], 0)
 
 
 def update_as_a_list(model, data):

@@ -196,6 +196,34 @@ def test_a_descent_result_is_written_whole_or_not_at_all(start_server):
     assert ps.params["a"].tolist() == [0.0] * 4 and ps.params["b"].tolist() == [0.0] * 4
 
 
+def exiting_descent(model, update):
+    raise SystemExit("the user's descent exits")
+
+
+def interrupted_descent(model, update):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("descent, raised", [(exiting_descent, "SystemExit: the user's descent exits"),
+                                             (interrupted_descent, "KeyboardInterrupt")])
+def test_a_descent_that_exits_is_an_error_of_its_push_not_the_end_of_the_shard(start_server, descent, raised):
+    ps = start_server({"w": np.zeros(4)}, shards=1)
+    address = ps.open_session(descent)
+    try:
+        with Client(address, timeout=10) as client:
+            client.push({"w": np.ones(4)})
+            with pytest.raises(RequestError, match=f"DESCENT: descent raised {raised}"):
+                client.flush()
+            client.push({"w": np.ones(4)})  # the shard still serves
+            with pytest.raises(RequestError, match="DESCENT"):
+                client.flush()
+    finally:
+        ps.close_session(address)
+    with Client(ps.address, timeout=10) as client:
+        client.push({"w": np.ones(4)})
+        assert client.pull()["w"].tolist() == [1.0] * 4
+
+
 def test_a_job_sees_values_the_driver_wrote_before_it_opened(start_server):
     """The shards bound their values to refuse a push whose sums would overflow without reading the
     parameter each time; values written through the live view before a job opens count for that job."""
