@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import threading
 import time
 import warnings
 
@@ -86,6 +87,9 @@ MIN_CHUNK_WORDS_HS = 2_500
 # docs/benchmarks.md, "Tasks at once"). HOT_TOUCHES = 300 scored best of 30 to 3,000.
 HS_TASKS_AT_ONCE = 2
 HOT_TOUCHES = 300
+
+# id() of every DeepDist a word2vec train is running on: one at a time each (train's error says why).
+_TRAINING, _TRAINING_LOCK = set(), threading.Lock()
 
 # gensim's kernels behind a batch loop that prepares each batch in C (_word2vec_inner.pyx; gensim's own loop
 # spent a quarter of a batch's time on that in Python, with hs); gensim's own loop with DEEPDIST_PURE_PYTHON=1,
@@ -317,6 +321,23 @@ def train(dd, rdd, epochs: int = None, chunk_words: int = None, negative_pool=20
     model = dd.model
     if not is_word2vec(model):
         raise TypeError("deepdist.word2vec.train needs a DeepDist serving a gensim Word2Vec")
+    with _TRAINING_LOCK:
+        if id(dd) in _TRAINING:
+            raise RuntimeError("a word2vec train is already running on this DeepDist: the learning rate follows "
+                               "the words the server counts for every job, so two at once would each decay "
+                               "it by the other's words")
+        _TRAINING.add(id(dd))
+    try:
+        return _train(dd, model, rdd, epochs, chunk_words, negative_pool, start_alpha, end_alpha, compute_loss,
+                      keep_words)
+    finally:
+        with _TRAINING_LOCK:
+            _TRAINING.discard(id(dd))
+
+
+def _train(dd, model, rdd, epochs, chunk_words, negative_pool, start_alpha, end_alpha, compute_loss,
+           keep_words) -> dict:
+    """``train``'s work, one at a time per DeepDist."""
     missing = [name for name in param_names(model) if name not in dd.names]
     if missing:
         raise ValueError(f"this Word2Vec trains {param_names(model)}, and the DeepDist serves {dd.names}: "
@@ -477,7 +498,11 @@ def _chunks(sentences, chunk_words):
         if type(sentence) is not list:
             if isinstance(sentence, str):
                 raise _unsplit(sentence)
-            sentence = list(sentence)
+            try:
+                sentence = list(sentence)
+            except TypeError:
+                raise TypeError(f"deepdist.word2vec: a sentence must be a list of tokens, got "
+                                f"{type(sentence).__name__} ({sentence!r:.40})") from None
         pieces = ([sentence] if len(sentence) <= MAX_WORDS_IN_BATCH else
                   [sentence[i:i + MAX_WORDS_IN_BATCH] for i in range(0, len(sentence), MAX_WORDS_IN_BATCH)])
         for number, piece in enumerate(pieces):

@@ -195,6 +195,27 @@ def test_train_makes_the_models_own_epochs_by_default(spark_context, sentences):
     assert summary["words"] == 3 * model.corpus_total_words
 
 
+def test_a_second_word2vec_train_at_once_on_one_deepdist_is_refused(spark_context, sentences):
+    """Its learning rate would decay by the first's words too: the server counts one word total."""
+    import threading
+    import time
+
+    rdd = spark_context.parallelize(sentences[:300], 2)
+    model = build_model(rdd, **dict(HYPER, epochs=30))
+    with DeepDist(model, progress=False) as dd:
+        first = {}
+        thread = threading.Thread(target=lambda: first.update(train(dd, rdd)))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while id(dd) not in word2vec._TRAINING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(RuntimeError, match="a word2vec train is already running on this DeepDist"):
+            train(dd, rdd, epochs=1)
+        thread.join(300)
+        assert not thread.is_alive() and first["words"] == 30 * model.corpus_total_words
+        assert train(dd, rdd, epochs=1)["words"] == model.corpus_total_words  # one after the other: fine
+
+
 def test_train_leaves_gensims_bookkeeping_as_gensims_train_does(spark_context, sentences):
     rdd = spark_context.parallelize(sentences[:300], 2)
     model = build_model(rdd, **dict(HYPER, epochs=5))

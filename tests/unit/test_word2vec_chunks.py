@@ -1,5 +1,6 @@
 """deepdist.word2vec beyond two tasks at once: the default sync interval, and hierarchical softmax's hot rows."""
 import collections
+import re
 
 import pytest
 
@@ -58,3 +59,10 @@ def test_hot_rows_are_those_a_chunk_changes_at_least_hot_touches_times(sg):
         assert hot["syn0"].tolist() == expected_syn0
         assert hot["syn1"].tolist() == expected_syn1
     assert 0 < len(word2vec.hot_rows(model, 2_000)["syn1"]) < len(word2vec.hot_rows(model, 50_000)["syn1"])
+
+
+@pytest.mark.parametrize("bad, said", [(None, "NoneType (None)"), (5, "int (5)")])
+def test_a_sentence_that_is_no_sequence_of_tokens_is_named(bad, said):
+    with pytest.raises(TypeError, match=rf"a sentence must be a list of tokens, got {re.escape(said)}"):
+        list(word2vec._chunks([["a", "b"], bad], 10))
+    assert list(word2vec._chunks([("a", "b"), ["c"]], 10)) == [([["a", "b"], ["c"]], 2)]  # tuples become lists
