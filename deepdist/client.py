@@ -9,11 +9,14 @@ modified until the next ``flush``, ``pull`` or ``close`` returns, as with ``zmq.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import numbers
 import os
 import struct
+import threading
+import weakref
 
 import numpy as np
 import zmq
@@ -28,6 +31,9 @@ DENSE_SAMPLE = 64  # rows of a dense delta looked at before deciding to scan it 
 
 # ZeroMQ's send and receive timeouts are whole milliseconds in a C int.
 MIN_TIMEOUT, MAX_TIMEOUT = 0.001, (2**31 - 1) / 1000
+# Requests in flight per shard: well below the messages each end of a connection queues, so that no reply is
+# dropped however long the client waits before reading them (protocol.HIGH_WATER_MARK).
+MAX_WINDOW = P.HIGH_WATER_MARK // 2
 
 
 def check_timeout(timeout, where: str) -> None:
@@ -38,11 +44,45 @@ def check_timeout(timeout, where: str) -> None:
                          f"milliseconds, at most 2**31 - 1), got {timeout!r}")
 
 
+def exclusive(method):
+    """A Client method that one thread at a time may call, in the process that made the Client: ZeroMQ
+    sockets are not thread-safe, and a forked child must not touch its parent's (libzmq would hang). Either
+    mistake is a clear RuntimeError instead of misread replies or a hang."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self.pid != os.getpid():
+            raise RuntimeError("this Client was made in another process (this one is a fork of it): make a new "
+                               "Client(address) here")
+        if not self.in_use.acquire(blocking=False):
+            raise RuntimeError("this Client is in use by another thread: ZeroMQ sockets are not thread-safe, "
+                               "make one Client per thread")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.in_use.release()
+    return guarded
+
+
+def close_connection(pid: int, context: zmq.Context, sockets: list) -> None:
+    """Close ``sockets`` without lingering and terminate ``context``: what ``Client.close`` does, and what
+    dropping a Client does (a ``weakref.finalize``). The finalizer holds the context and sockets, so they
+    outlive the Client and are closed in this order even when a reference cycle (an exception's traceback)
+    frees it: the collector could otherwise finalize the context first, whose term() then waits for ever on
+    sockets not yet closed. Not in a forked child, where the parent's ZeroMQ state must be left alone."""
+    if os.getpid() != pid:
+        return
+    for socket in sockets:
+        socket.close(linger=0)
+    context.term()
+
+
 class Client:
-    """Talks to every shard of the server at ``address`` (a ``ps.address``); usable from any process.
+    """Talks to every shard of the server at ``address`` (a ``ps.address``); usable from any process, by one
+    thread at a time (make one per thread, and a new one after a fork).
 
     timeout: seconds to wait for any one reply or send before raising ShardTimeout.
-    window: unacknowledged pushes allowed per shard before ``push`` waits for acknowledgements.
+    window: requests (pushes, and pulls not yet collected) in flight per shard before the next waits for
+        replies; 1 to ``MAX_WINDOW``.
     sparsify: send a dense delta as sparse rows when that is fewer bytes (most rows zero).
     wire_dtype: None (values travel in their parameter's dtype) or ``"float16"``: the half-precision wire. The
         values of float32 parameters then travel as float16, half the bytes: pushed values are rounded to
@@ -53,6 +93,8 @@ class Client:
     def __init__(self, address, timeout: float = 60.0, window: int = 32, sparsify: bool = True,
                  wire_dtype=None):
         check_timeout(timeout, "timeout")
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be a whole number from 1 to {MAX_WINDOW}, got {window!r}")
         self.address = address
         self.specs = {spec.name: spec for spec in address.params}
         self.index = {spec.name: i for i, spec in enumerate(address.params)}
@@ -78,14 +120,17 @@ class Client:
         self.sparsify = sparsify
         self.client_id = struct.unpack("<Q", os.urandom(8))[0] or 1
         self.seq = 0
+        self.pid, self.in_use = os.getpid(), threading.RLock()
         self.context = zmq.Context()
         self.sockets = []
+        self.closer = weakref.finalize(self, close_connection, self.pid, self.context, self.sockets)
         for endpoint in address.endpoints:
             socket = self.context.socket(zmq.DEALER)
             socket.linger = 0
             # A blocking recv with a timeout is one call where a poll and then a recv are two (about 10 us
             # of a pull's client thread per reply, measured).
             socket.sndtimeo = socket.rcvtimeo = round(timeout * 1000)
+            socket.sndhwm = socket.rcvhwm = P.HIGH_WATER_MARK
             socket.ipv6 = is_ipv6(endpoint)
             if address.keys is not None:  # the server encrypts: CURVE, with the key pair it made for clients
                 socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = (
@@ -99,6 +144,7 @@ class Client:
         self.bytes_sent = self.bytes_received = 0  # payload and headers, for traffic reports
 
     # -- public API ----------------------------------------------------------------------------------------
+    @exclusive
     def push(self, update: dict, scale: float = 1.0) -> None:
         """Add ``scale * update`` to the parameters: ``{name: dense delta}`` or ``{name: (rows, values)}``."""
         if not isinstance(scale, numbers.Real):
@@ -120,6 +166,7 @@ class Client:
             self.check_finite(per_shard, scale)
         self.request(P.OP_PUSH, per_shard, scale)
 
+    @exclusive
     def flush(self) -> None:
         """Return once every earlier push is applied; raise the first error any of them met."""
         self.check_open()
@@ -127,6 +174,7 @@ class Client:
             self.read_replies(shard, self.last_push(shard))
         self.raise_failures()
 
+    @exclusive
     def pull(self, names=None, rows=None) -> dict:
         """Private copies of the named parameters (all by default), or of their rows ``rows`` only.
 
@@ -139,6 +187,7 @@ class Client:
         """
         return self.pull_async(names, rows).result()
 
+    @exclusive
     def pull_async(self, names=None, rows=None) -> "PendingPull":
         """Send a pull and return at once; its ``result()`` waits for it and returns what ``pull`` would.
 
@@ -180,11 +229,13 @@ class Client:
         earlier = {shard: self.last_push(shard) for shard in range(len(self.pending)) if shard not in per_shard}
         return PendingPull(self, self.request(P.OP_PULL, per_shard), shapes, targets, earlier)
 
+    @exclusive
     def stats(self) -> list:
         """Per shard: pushes, pulls, bytes in and out, errors (by code), duplicates, clients seen."""
         seq = self.request(P.OP_STATS, {shard: [] for shard in range(len(self.sockets))})
         return [json.loads(bytes(self.await_reply(shard, seq)[0].buffer)) for shard in range(len(self.sockets))]
 
+    @exclusive
     def close(self, flush: bool = True) -> None:
         """Flush (unless told not to), then close the sockets; raises what ``flush`` raises (the sockets are
         closed regardless). Without the flush, pushes already sent may still be applied, or may not."""
@@ -194,9 +245,7 @@ class Client:
             if flush:
                 self.flush()
         finally:
-            for socket in self.sockets:
-                socket.close(linger=0)
-            self.context.term()
+            self.closer()
             self.context = None
 
     def __enter__(self):
@@ -377,6 +426,11 @@ class Client:
             else:
                 self.unclaimed[shard, reply.seq] = error or frames[1:]
 
+    @exclusive
+    def collect(self, pending: "PendingPull") -> dict:
+        """What ``pending.result()`` returns: the pull's answers, once they are in."""
+        return pending.collect()
+
     def abandon(self, shard: int, seq: int) -> None:
         """Let go of the answer to request ``seq`` from ``shard``: now if it is in, else as it arrives."""
         if self.unclaimed.pop((shard, seq), None) is None and any(s == seq for s, _ in self.pending[shard]):
@@ -398,6 +452,10 @@ class PendingPull:
         self.out = self.error = None
 
     def result(self) -> dict:
+        return self.client.collect(self)
+
+    def collect(self) -> dict:
+        """``result``'s work, under the client's ``exclusive``."""
         if self.error is not None:  # asked again after it failed: the same error, never a part of an answer
             raise self.error
         if self.out is None:

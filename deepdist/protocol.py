@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import DeepDistError
+
 MAGIC = b"DD"
 VERSION = 1
 
@@ -69,9 +71,13 @@ ITEM = struct.Struct("<HBBIQ")
 REPLY = struct.Struct("<2sBBBxHIxxxxQ")
 
 MAX_ITEMS = 1024  # items in one request; bounds the header a shard will parse
+# Messages a connection queues each way before ZeroMQ holds back (a client) or drops (a shard's ROUTER, to a
+# peer that does not read) more: set on both ends. A client keeps fewer requests than this in flight
+# (client.MAX_WINDOW), so no reply of its is ever dropped.
+HIGH_WATER_MARK = 1000
 
 
-class ProtocolError(Exception):
+class ProtocolError(DeepDistError):
     """A request or reply that breaks the protocol; ``code`` is one of the ERR_* constants."""
 
     def __init__(self, code: int, message: str):

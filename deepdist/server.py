@@ -104,6 +104,7 @@ class ParameterServer:
         self.stopping = threading.Event()
         self.watcher = None
         self.commands = threading.Lock()  # one command on the shards' pipes at a time (trains in threads)
+        self.output = {}  # shard index -> bytes read from its standard output that are not a whole line yet
         self.command_numbers = itertools.count(1)  # each command's number, which the shards' answers repeat
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -177,20 +178,30 @@ class ParameterServer:
         return tcp_endpoint(self.advertise, line.rsplit(":", 1)[1])
 
     def read_line(self, index: int, process: subprocess.Popen, timeout: float, doing: str) -> str:
-        """The shard's next line on its standard output, within ``timeout`` seconds."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                if process.poll() is None:
-                    raise DeepDistError(f"shard {index} (pid {process.pid}) is running but did not {doing} "
-                                        f"within {timeout:g} s: busy (a custom descent that slow?) or stuck")
-                raise ShardDied(f"shard {index} (pid {process.pid}) exited with "
-                                f"{describe_exit(process.returncode)} before it could {doing}")
-        line = process.stdout.readline().decode().strip()
-        if not line:
-            raise ShardDied(f"shard {index} exited with {describe_exit(process.wait(self.stop_timeout))} "
-                            f"while it was to {doing} (see its error above)")
-        return line
+        """The shard's next line on its standard output, within ``timeout`` seconds.
+
+        Read with os.read into a buffer of our own: a buffered readline could take a late answer and the
+        next together, return the first, and leave the second where select() cannot see it."""
+        pending = self.output.get(index, b"")
+        deadline = time.monotonic() + timeout
+        while b"\n" not in pending:
+            with selectors.DefaultSelector() as selector:
+                selector.register(process.stdout, selectors.EVENT_READ)
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    if process.poll() is None:
+                        raise DeepDistError(f"shard {index} (pid {process.pid}) is running but did not {doing} "
+                                            f"within {timeout:g} s: busy (a custom descent that slow?) or stuck")
+                    raise ShardDied(f"shard {index} (pid {process.pid}) exited with "
+                                    f"{describe_exit(process.returncode)} before it could {doing}")
+            chunk = os.read(process.stdout.fileno(), 1 << 16)
+            if not chunk:
+                if self.stopping.is_set():
+                    raise DeepDistError(f"the server stopped while shard {index} was to {doing}")
+                raise ShardDied(f"shard {index} exited with {describe_exit(process.wait(self.stop_timeout))} "
+                                f"while it was to {doing} (see its error above)")
+            pending += chunk
+        line, _, self.output[index] = pending.partition(b"\n")
+        return line.decode().strip()
 
     def open_session(self, descent=None) -> ServerAddress:
         """An address for one job: requests sent to it are served, their pushes applied with
@@ -239,8 +250,12 @@ class ParameterServer:
             self.check()
             for process in self.processes:
                 try:
+                    if self.stopping.is_set():
+                        raise ValueError("stopping")
                     process.stdin.write(line)
                     process.stdin.flush()
+                except ValueError:  # the pipe is closed: stop() has begun
+                    raise DeepDistError(f"the server is stopping: cannot {doing}") from None
                 except (BrokenPipeError, ConnectionResetError):
                     self.check()  # the shard died since: ShardDied says which and how
                     raise

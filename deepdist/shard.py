@@ -558,6 +558,7 @@ def main() -> None:
     authenticator = None if config.get("curve") is None else curve_authenticator(context, config["curve"][2])
     socket = context.socket(zmq.ROUTER)
     socket.linger = 0
+    socket.sndhwm = socket.rcvhwm = P.HIGH_WATER_MARK
     if authenticator is not None:  # before bind: every connection then starts with the CURVE handshake
         socket.curve_server = True
         socket.curve_publickey, socket.curve_secretkey = (key.encode() for key in config["curve"][:2])

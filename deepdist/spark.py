@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import kernels
-from .client import MAX_TIMEOUT, MIN_TIMEOUT, Client
+from .client import MAX_TIMEOUT, MAX_WINDOW, MIN_TIMEOUT, Client
 from .models import is_word2vec, set_arrays
 from .sharding import WILDCARDS
 
@@ -92,10 +92,10 @@ def check_setting(name, value, where) -> None:
         expected = {str: "a string", int: "a whole number", float: "a number", bool: "True or False"}[kind]
         raise TypeError(f"{where} must be {expected}, got {value!r}")
     bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not MIN_TIMEOUT <= v <= MAX_TIMEOUT,
-           "window": lambda v: v < 1, "advertise": lambda v: v in WILDCARDS, "wire_dtype": lambda v: v != "float16"}
+           "window": lambda v: not 1 <= v <= MAX_WINDOW, "advertise": lambda v: v in WILDCARDS, "wire_dtype": lambda v: v != "float16"}
     if name in bad and bad[name](value):
         what = {"port": "a port (0: any free port)", "shards": "at least 1", "timeout": f"seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}",
-                "window": "at least 1", "advertise": "an address clients can dial, not a wildcard",
+                "window": f"from 1 to {MAX_WINDOW}", "advertise": "an address clients can dial, not a wildcard",
                 "wire_dtype": "'float16' (or unset: values travel in their parameter's dtype)"}[name]
         raise ValueError(f"{where} must be {what}, got {value!r}")
 

@@ -71,7 +71,8 @@ def test_arguments_beat_spark_conf():
     ("spark.deepdist.timeout", "-1", "spark.deepdist.timeout must be seconds from 0.001 to 2.14748e"),
     ("spark.deepdist.timeout", "inf", "spark.deepdist.timeout must be seconds from 0.001"),  # ZeroMQ's int ms
     ("spark.deepdist.timeout", "3e6", "spark.deepdist.timeout must be seconds from 0.001"),
-    ("spark.deepdist.window", "0", "spark.deepdist.window must be at least 1"),
+    ("spark.deepdist.window", "0", "spark.deepdist.window must be from 1 to 500"),
+    ("spark.deepdist.window", "501", "spark.deepdist.window must be from 1 to 500"),
     ("spark.deepdist.checkFinite", "maybe", "spark.deepdist.checkFinite must be true or false"),
     ("spark.deepdist.encrypt", "curve", "spark.deepdist.encrypt must be true or false"),
     ("spark.deepdist.advertiseAddress", "0.0.0.0", "spark.deepdist.advertiseAddress must be an address clients"),

@@ -1,6 +1,8 @@
 """The public contract of ParameterServer and Client, against real shard processes."""
 import dataclasses
+import os
 import pickle
+import signal
 import socket
 import warnings
 
@@ -453,3 +455,93 @@ def test_shards_listen_and_clients_dial_over_ipv6(start_server, host, advertise)
         client.push({"w": (np.array([0, 19_999]), np.ones((2, 4)))})
         pulled = client.pull()["w"]
     assert pulled[[0, 19_999]].tolist() == [[1.0] * 4] * 2 and pulled.sum() == 8  # both shards reached
+
+
+@pytest.mark.parametrize("window", [0, -1, 501, True, 2.0])
+def test_a_window_past_what_zeromq_queues_is_refused(start_server, window):
+    ps = start_server({"w": np.zeros((100, 8))}, shards=1)
+    with pytest.raises(ValueError, match="window must be a whole number from 1 to 500"):
+        Client(ps.address, window=window)
+
+
+def test_more_pulls_in_flight_than_zeromq_queues_all_come_back(start_server):
+    """A shard's ROUTER drops replies to a peer past its high-water mark (1,000 messages) without a word: the
+    client keeps at most window (up to 500) requests in flight, and holds the answers it read early."""
+    values = np.arange(128 * 128, dtype=np.float32).reshape(128, 128)  # 64 KiB
+    ps = start_server({"w": values}, shards=1)
+    with Client(ps.address, window=500, timeout=30) as client:
+        pending = [client.pull_async() for _ in range(1500)]
+        for pull in pending:
+            np.testing.assert_array_equal(pull.result()["w"], values)
+
+
+def test_a_client_in_use_by_another_thread_says_so(start_server):
+    import threading
+
+    ps = start_server({"w": np.zeros((100, 8))}, shards=2)
+    with Client(ps.address) as client:
+        errors = []
+
+        def use():
+            try:
+                client.push({"w": np.ones((100, 8))})
+            except RuntimeError as error:
+                errors.append(error)
+
+        with client.in_use:  # as if this thread were inside one of the client's calls
+            thread = threading.Thread(target=use)
+            thread.start()
+            thread.join(10)
+        assert len(errors) == 1 and "in use by another thread" in str(errors[0])
+        client.push({"w": np.ones((100, 8))})  # its own thread, after: fine
+        assert client.pull()["w"].sum() == 800
+
+
+def test_a_client_used_in_a_forked_child_says_so_instead_of_hanging(start_server):
+    import time
+
+    ps = start_server({"w": np.zeros((100, 8))}, shards=1)
+    with Client(ps.address, timeout=5) as client:
+        client.push({"w": np.ones((100, 8))})
+        pid = os.fork()
+        if pid == 0:  # the child: exit at once either way, without pytest's or ZeroMQ's exit handlers
+            try:
+                client.pull()
+            except RuntimeError as error:
+                os._exit(0 if "made in another process" in str(error) else 2)
+            os._exit(3)
+        deadline = time.monotonic() + 30
+        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if status[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert status[0] == pid and os.waitstatus_to_exitcode(status[1]) == 0
+        assert client.pull()["w"].sum() == 800  # the parent's client is untouched
+
+
+def test_a_client_dropped_in_a_reference_cycle_after_a_failed_pull_is_collected(tmp_path):
+    """The failed pull's error holds its traceback, whose frames hold the client: a cycle that only the
+    collector frees. It used to finalize the ZeroMQ context before the sockets, and hang in term()."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "drop.py"
+    script.write_text(
+        "import gc, numpy as np\n"
+        "from deepdist import Client, ParameterServer, RequestError\n"
+        "with ParameterServer({'w': np.full((100, 8), 1e6, np.float32)}, shards=1) as ps:\n"
+        "    client = Client(ps.address, wire_dtype='float16', timeout=5)\n"
+        "    pending = client.pull_async()\n"
+        "    try:\n"
+        "        pending.result()\n"
+        "    except RequestError as error:\n"
+        "        caught = error\n"
+        "    pending.again = pending  # a cycle, whatever the traceback holds\n"
+        "    del client, pending, caught\n"
+        "    gc.collect()\n"
+        "print('collected')\n")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0 and "collected" in result.stdout, result.stderr[-3000:]

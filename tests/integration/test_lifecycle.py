@@ -253,3 +253,29 @@ def test_ctrl_c_while_the_block_hands_values_back_waits_until_they_are_whole(mon
     np.testing.assert_array_equal(ps.params["w"], values)
     np.testing.assert_array_equal(ps.params["b"], 1.0)
     assert all(array.flags.owndata for array in ps.params.values())  # ordinary arrays, not shared memory
+
+
+def test_an_answer_read_together_with_a_late_one_is_not_left_unseen(no_leftover_shm):
+    """A command that timed out is answered late, and the next one's answer may come in the same read: both
+    lines are taken, the late one passed over, and the current one returned at once, not after a timeout."""
+    import subprocess
+    import sys
+
+    server = ParameterServer({"w": np.zeros(3)}, shards=1, start_timeout=20.0)
+    talker = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.stdout.write('1 OK\\n2 OK\\n'); "
+                               "sys.stdout.flush(); time.sleep(60)"], stdout=subprocess.PIPE)
+    try:
+        started = time.monotonic()
+        assert server.read_answer(0, talker, 2, "answer") == "OK"
+        assert time.monotonic() - started < 10  # not the 20 s of a missed line
+    finally:
+        talker.kill()
+        talker.wait(10)
+        talker.stdout.close()
+
+
+def test_a_command_after_stop_says_the_server_is_stopping(no_leftover_shm):
+    ps = ParameterServer({"w": np.zeros(3)}, shards=1).start()
+    ps.stop()
+    with pytest.raises(DeepDistError, match="the server is stopping: cannot open a session"):
+        ps.open_session()
