@@ -43,6 +43,9 @@ ERROR_LOG_WINDOW = 60.0  # seconds
 # taken counts against protocol.unread_answer_limit. Smaller ones are bounded by ZeroMQ's send high-water
 # mark (1000 messages per peer).
 TRACKED_ANSWER_BYTES = 256 << 10
+# Bytes CURVE adds to a frame on the wire (a MESSAGE command's name, nonce, flags and MAC: 33 in libzmq 4.3),
+# with room to spare.
+CURVE_ENVELOPE = 256
 
 # glibc malloc settings for a shard (mallopt's parameter numbers, from glibc's malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -562,7 +565,8 @@ def main() -> None:
     if authenticator is not None:  # before bind: every connection then starts with the CURVE handshake
         socket.curve_server = True
         socket.curve_publickey, socket.curve_secretkey = (key.encode() for key in config["curve"][:2])
-    socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"])
+    # ZeroMQ checks the size of a frame as it arrives: encrypted, that is the frame plus CURVE's envelope.
+    socket.setsockopt(zmq.MAXMSGSIZE, config["max_message_bytes"] + (CURVE_ENVELOPE if authenticator else 0))
     bind = tcp_endpoint(config["host"], config.get("port") or "*")
     socket.ipv6 = is_ipv6(bind)
     try:

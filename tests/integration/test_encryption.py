@@ -69,3 +69,22 @@ def test_deepdist_trains_through_encrypted_shards(spark_context, no_leftover_shm
     expected = np.zeros((ROWS, 4))
     expected[:1000] = 1.0
     np.testing.assert_array_equal(model["w"], expected)
+
+
+def test_an_encrypted_frame_as_large_as_the_limit_is_served(start_server, monkeypatch):
+    """ZeroMQ checks a frame's size as it arrives, and an encrypted frame is the frame plus CURVE's envelope:
+    a frame of exactly max_message_bytes is served as it is without encryption, not dropped with its
+    connection (the client then waited out its timeout)."""
+    import deepdist.server
+
+    monkeypatch.setattr(deepdist.server, "MIN_MESSAGE_LIMIT", 1 << 20)
+    ps = start_server({"w": np.zeros((ROWS, 4))}, shards=1, encrypt=True)
+    limit = ps.address.max_message_bytes
+    rows = np.arange(limit // 32) % ROWS  # a values frame of exactly the limit: 32 bytes a row
+    assert len(rows) * 32 == limit
+    with Client(ps.address, timeout=10) as client:
+        client.push({"w": (rows, np.ones((len(rows), 4)))})
+        pulled = client.pull()["w"]
+    expected = np.zeros((ROWS, 4))
+    np.add.at(expected, rows, 1.0)
+    np.testing.assert_array_equal(pulled, expected)
