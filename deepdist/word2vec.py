@@ -115,8 +115,8 @@ WIKIPEDIA_EXCERPT = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shor
 
 # -- corpora ------------------------------------------------------------------------------------------------
 def wikipedia_sentences(path=None, min_tokens: int = 5) -> list:
-    """The Wikipedia excerpt that ships with gensim (or the dump at ``path``, read here), as token lists: one
-    per paragraph of each article. For a whole dump, read by Spark's executors, see ``wikipedia_dump``.
+    """The Wikipedia excerpt that ships with gensim (or the dump at ``path``, .xml, .xml.gz or .xml.bz2, read
+    here), as token lists: one per paragraph of each article. For a whole dump, read by Spark's executors, see ``wikipedia_dump``.
 
     Paragraphs, not whole articles: some articles are longer than the 10,000 words gensim trains per
     sentence, and it silently drops the rest. Tokens are lowercase and alphabetic, as gensim's WikiCorpus
@@ -126,7 +126,7 @@ def wikipedia_sentences(path=None, min_tokens: int = 5) -> list:
     from gensim.test.utils import datapath
 
     sentences = []
-    with bz2.open(path or datapath(WIKIPEDIA_EXCERPT), "rb") as f:
+    with _open_compressed(path or datapath(WIKIPEDIA_EXCERPT), "rb") as f:
         for title, text, _ in extract_pages(f, filter_namespaces=("0",)):
             sentences += _article_sentences(title, text, min_tokens)
     return sentences
@@ -192,11 +192,18 @@ def _unsplit(line: str) -> TypeError:
 
 
 def read_sentences(path):
-    """Yield the token lists of a local .txt or .txt.gz file: one sentence per line, split on whitespace.
+    """Yield the token lists of a local .txt, .txt.gz or .txt.bz2 file: one sentence per line, split on whitespace.
     A line longer than 10,000 tokens is cut into pieces (gensim would drop everything after 10,000)."""
-    with (gzip.open if str(path).endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
+    with _open_compressed(path, "rt", encoding="utf-8") as f:
         for line in f:
             yield from split_line(line)
+
+
+def _open_compressed(path, mode, **kwargs):
+    """``path`` opened through bz2 or gzip by its ending (.bz2, .gz), else as it is."""
+    name = str(path)
+    opener = bz2.open if name.endswith(".bz2") else gzip.open if name.endswith(".gz") else open
+    return opener(path, mode, **kwargs)
 
 
 # -- the vocabulary -----------------------------------------------------------------------------------------
@@ -372,6 +379,7 @@ def _train(dd, model, rdd, epochs, chunk_words, negative_pool, start_alpha, end_
            "end_alpha": model.min_alpha if end_alpha is None else end_alpha,
            # The server's word counter keeps counting across jobs: the schedule starts from where it is now.
            "words_before": float(dd.progress_counts()[WORDS]),
+           "train_count": int(model.train_count),  # a new block's server counts from 0 again
            "total_words": float(model.corpus_total_words) * epochs, "seed": model.seed,
            "partitions": partitions, "epochs_in_task": epochs if keep else 1}
     if keep:  # small partitions: each task keeps its partition and trains every epoch on it
@@ -393,8 +401,8 @@ def _train(dd, model, rdd, epochs, chunk_words, negative_pool, start_alpha, end_
         summary.setdefault(key, 0)
     summary["chunk_words"], summary["tasks_at_once"] = chunk_words, tasks_at_once
     summary["hot_rows"] = sum(map(len, hot.values()))
-    if compute_loss:  # where gensim's own train leaves it
-        model.compute_loss, model.running_training_loss = True, summary.setdefault("loss", 0.0)
+    # Where gensim's own train leaves them: the loss of this train, or none.
+    model.compute_loss, model.running_training_loss = compute_loss, summary.setdefault("loss", 0.0)
     # gensim's bookkeeping, as its own train leaves it (a later gensim train warns from min_alpha_yet_reached)
     done = min(1.0, summary["words"] / job["total_words"])
     model.epochs, model.train_count = epochs, model.train_count + 1
@@ -568,12 +576,12 @@ class _Trainer:
                        "kernel_seconds": 0.0, "vocabulary_loads": int(loaded)}
 
     def seed(self, epoch) -> None:
-        """Seed model.random (subsampling and negative draws) and the pool's rng per (model seed, words the
-        server had counted before this train, epoch, partition): tasks differ from each other, from epoch to
-        epoch and from one train call to the next (as gensim's model.random carries on), and a rerun repeats
-        itself."""
-        seeds = np.random.SeedSequence([self.job["seed"], int(self.job["words_before"]), epoch,
-                                        self.partition]).spawn(2)
+        """Seed model.random (subsampling and negative draws) and the pool's rng per (model seed, the model's
+        train count, words the server had counted before this train, epoch, partition): tasks differ from
+        each other, from epoch to epoch and from one train call to the next, in one DeepDist block or the
+        next (as gensim's model.random carries on), and a rerun repeats itself."""
+        seeds = np.random.SeedSequence([self.job["seed"], self.job["train_count"], int(self.job["words_before"]),
+                                        epoch, self.partition]).spawn(2)
         self.model.random = np.random.RandomState(seeds[0].generate_state(1)[0])
         self.rng = np.random.default_rng(seeds[1])
 

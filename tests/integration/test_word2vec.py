@@ -316,7 +316,7 @@ def one_task(spark_context, sentences, config, chunk_words, negative_pool):
     shell = unpack_model(spark_context.broadcast(pickle.dumps(strip(model, names))))
     job = {"chunk_words": chunk_words, "negative_pool": negative_pool if model.negative else None,
            "compute_loss": False, "start_alpha": 0.025, "end_alpha": 0.0001, "words_before": 0.0,
-           "total_words": 1e6, "seed": 1, "epoch": 0}
+           "train_count": 0, "total_words": 1e6, "seed": 1, "epoch": 0}
     return model, names, server, word2vec._Trainer(shell, job, partition=0)
 
 
@@ -586,6 +586,43 @@ def test_each_train_call_draws_new_random_numbers_and_a_rerun_repeats_them(spark
             kept.append([train(dd, rdd, epochs=1)["effective_words"] for _ in range(2)])
     assert kept[0][0] != kept[0][1]  # the second call dropped other words than the first
     assert kept[1] == kept[0]
+
+
+def test_a_model_trained_again_in_a_new_block_draws_new_random_numbers(spark_context, sentences):
+    """A new DeepDist's server counts words from 0 again: the model's own train count keeps the draws of one
+    block from repeating those of the block before (checkpointing epoch by epoch, say)."""
+    rdd = spark_context.parallelize(sentences[:1000], 1)
+    model = build_model(rdd, **HYPER)
+    kept = []
+    for _ in range(3):
+        with DeepDist(model, progress=False) as dd:
+            kept.append(train(dd, rdd, epochs=1)["effective_words"])
+    assert len(set(kept)) > 1, kept  # the same three counts: the same words kept each time
+
+
+def test_a_train_without_compute_loss_leaves_no_loss_behind(spark_context, sentences):
+    """As gensim's own train: the loss of a train that did not compute it is 0, not the train before's."""
+    rdd = spark_context.parallelize(sentences[:300], 2)
+    model = build_model(rdd, **HYPER)
+    with DeepDist(model, progress=False) as dd:
+        train(dd, rdd, epochs=1, compute_loss=True)
+        assert model.compute_loss and model.get_latest_training_loss() > 0
+        train(dd, rdd, epochs=1)
+    assert not model.compute_loss and model.get_latest_training_loss() == 0.0
+
+
+def test_a_wikipedia_dump_and_a_text_file_are_read_plain_or_compressed(sentences, tmp_path):
+    with bz2.open(datapath(word2vec.WIKIPEDIA_EXCERPT), "rb") as f:
+        dump = f.read()
+    (tmp_path / "dump.xml").write_bytes(dump)
+    with gzip.open(tmp_path / "dump.xml.gz", "wb") as f:
+        f.write(dump)
+    for name in ("dump.xml", "dump.xml.gz"):
+        assert wikipedia_sentences(tmp_path / name) == sentences
+    text = "".join(" ".join(sentence) + "\n" for sentence in sentences[:50])
+    with bz2.open(tmp_path / "corpus.txt.bz2", "wt", encoding="utf-8") as f:
+        f.write(text)
+    assert list(read_sentences(tmp_path / "corpus.txt.bz2")) == sentences[:50]
 
 
 def test_epochs_over_an_rdd_with_a_partitioner_are_tasks_of_their_own(spark_context, sentences):
