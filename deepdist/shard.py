@@ -270,9 +270,10 @@ class Shard:
     def run_descent(self, descent, updates: list, scale: float) -> None:
         """Call the custom ``descent(model, update)`` on this shard's part of one push.
 
-        ``model.NAME`` (or ``model[NAME]``) and ``update[NAME]`` are the rows this push touches, in the parameter's shape; repeated
-        rows arrive summed; parameters the push does not touch here are empty. descent works on copies that
-        are written back only when it returns, so a descent that raises leaves nothing half-written.
+        ``model.NAME`` (or ``model[NAME]``) and ``update[NAME]`` are the rows this push touches, in the
+        parameter's shape; repeated rows arrive summed; parameters the push does not touch here are empty.
+        descent works on copies that are written back only when it returns, so a descent that raises leaves
+        nothing half-written.
         """
         model, update, selections = ShardRows(), {}, {}
         for p in self.all_params:

@@ -91,10 +91,12 @@ def check_setting(name, value, where) -> None:
     if isinstance(value, bool) is not (kind is bool) or not isinstance(value, accepted):
         expected = {str: "a string", int: "a whole number", float: "a number", bool: "True or False"}[kind]
         raise TypeError(f"{where} must be {expected}, got {value!r}")
-    bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1, "timeout": lambda v: not MIN_TIMEOUT <= v <= MAX_TIMEOUT,
-           "window": lambda v: not 1 <= v <= MAX_WINDOW, "advertise": lambda v: v in WILDCARDS, "wire_dtype": lambda v: v != "float16"}
+    bad = {"port": lambda v: not 0 <= v < 65536, "shards": lambda v: v < 1,
+           "timeout": lambda v: not MIN_TIMEOUT <= v <= MAX_TIMEOUT, "window": lambda v: not 1 <= v <= MAX_WINDOW,
+           "advertise": lambda v: v in WILDCARDS, "wire_dtype": lambda v: v != "float16"}
     if name in bad and bad[name](value):
-        what = {"port": "a port (0: any free port)", "shards": "at least 1", "timeout": f"seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}",
+        what = {"port": "a port (0: any free port)", "shards": "at least 1",
+                "timeout": f"seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}",
                 "window": f"from 1 to {MAX_WINDOW}", "advertise": "an address clients can dial, not a wildcard",
                 "wire_dtype": "'float16' (or unset: values travel in their parameter's dtype)"}[name]
         raise ValueError(f"{where} must be {what}, got {value!r}")

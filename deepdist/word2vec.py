@@ -116,7 +116,8 @@ WIKIPEDIA_EXCERPT = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shor
 # -- corpora ------------------------------------------------------------------------------------------------
 def wikipedia_sentences(path=None, min_tokens: int = 5) -> list:
     """The Wikipedia excerpt that ships with gensim (or the dump at ``path``, .xml, .xml.gz or .xml.bz2, read
-    here), as token lists: one per paragraph of each article. For a whole dump, read by Spark's executors, see ``wikipedia_dump``.
+    here), as token lists: one per paragraph of each article. For a whole dump, read by Spark's executors,
+    see ``wikipedia_dump``.
 
     Paragraphs, not whole articles: some articles are longer than the 10,000 words gensim trains per
     sentence, and it silently drops the rest. Tokens are lowercase and alphabetic, as gensim's WikiCorpus

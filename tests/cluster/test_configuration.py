@@ -93,7 +93,8 @@ def test_bad_arguments_name_the_argument():
 @pytest.mark.parametrize("name, value, expected", [
     ("shards", "2", "a whole number"), ("shards", 2.5, "a whole number"), ("shards", True, "a whole number"),
     ("window", 2.5, "a whole number"), ("timeout", "5", "a number"), ("port", "x", "a whole number"),
-    ("check_finite", "no", "True or False"), ("encrypt", 1, "True or False"), ("host", 127, "a string"), ("wire_dtype", np.float16, "a string")])
+    ("check_finite", "no", "True or False"), ("encrypt", 1, "True or False"), ("host", 127, "a string"),
+    ("wire_dtype", np.float16, "a string")])
 def test_arguments_of_the_wrong_type_name_the_argument(name, value, expected):
     with pytest.raises(TypeError, match=f"{name} must be {expected}, got {value!r}"):
         settings(None, **{name: value})
