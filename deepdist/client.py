@@ -34,6 +34,7 @@ MIN_TIMEOUT, MAX_TIMEOUT = 0.001, (2**31 - 1) / 1000
 # Requests in flight per shard: well below the messages each end of a connection queues, so that no reply is
 # dropped however long the client waits before reading them (protocol.HIGH_WATER_MARK).
 MAX_WINDOW = P.HIGH_WATER_MARK // 2
+HALF_LARGEST = float(np.finfo(np.float16).max)
 
 
 def check_timeout(timeout, where: str) -> None:
@@ -339,6 +340,8 @@ class Client:
             for item, data in parts:
                 values = data[-1]  # a DENSE item's only frame, or a ROWS item's second
                 name = self.address.params[item.param].name
+                if values.dtype == P.DTYPES[P.HALF_CODE] and abs(scale) * HALF_LARGEST <= self.largest[name]:
+                    continue  # float16 values were found finite as they were rounded (fits), and are small
                 largest = kernels.max_abs(values.reshape(-1))
                 if not math.isfinite(largest) or largest * abs(scale) > self.largest[name]:
                     raise ValueError(f"values for '{name}' hold NaN or infinity, or values that scale "

@@ -248,14 +248,15 @@ class ParameterServer:
             number = next(self.command_numbers)
             line = json.dumps(dict(command, id=number)).encode() + b"\n"
             self.check()
+            stopping = DeepDistError(f"the server is stopping: cannot {doing}")
+            if self.stopping.is_set():
+                raise stopping
             for process in self.processes:
                 try:
-                    if self.stopping.is_set():
-                        raise ValueError("stopping")
                     process.stdin.write(line)
                     process.stdin.flush()
-                except ValueError:  # the pipe is closed: stop() has begun
-                    raise DeepDistError(f"the server is stopping: cannot {doing}") from None
+                except ValueError:  # the pipe is closed: stop() began since the check above
+                    raise stopping from None
                 except (BrokenPipeError, ConnectionResetError):
                     self.check()  # the shard died since: ShardDied says which and how
                     raise
